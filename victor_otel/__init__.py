@@ -1,0 +1,1 @@
+"""victor_otel: OpenTelemetry instrumentation for the Victor orchestrator (work in progress)."""
