@@ -1,1 +1,110 @@
-"""victor_otel: OpenTelemetry instrumentation for the Victor orchestrator (work in progress)."""
+"""victor_otel: OpenTelemetry instrumentation for the Victor LLM agent orchestrator.
+
+>>> import victor_otel
+>>> telemetry = victor_otel.init(service_name="victor", traces_exporter="none")
+>>> @victor_otel.coordinator("ChatCoordinator")
+... class ChatCoordinator:
+...     def plan(self, goal):
+...         return [goal]
+>>> ChatCoordinator().plan("answer")
+['answer']
+>>> victor_otel.shutdown()
+True
+
+Importing this package does no work: no thread, socket or file is created before ``init()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from victor_otel import bootstrap as _bootstrap
+from victor_otel.bootstrap import Lifecycle, Telemetry, current
+from victor_otel.compat import (
+    CoordinatorMetricsCollector,
+    PrometheusExporter,
+    get_coordinator_metrics_collector,
+    get_prometheus_exporter,
+)
+from victor_otel.config import Settings
+from victor_otel.decorators import (
+    coordinator,
+    instrument,
+    record_cache_hit,
+    record_cache_miss,
+    record_event,
+    track,
+)
+from victor_otel.errors import VictorOtelConfigError, VictorOtelError, VictorOtelInitError
+from victor_otel.exposition import MetricsServer, metrics_endpoint, render, start_metrics_server
+from victor_otel.web import instrument_app
+
+__version__ = _bootstrap.__version__
+
+
+def init(
+    service_name: str | None = None,
+    *,
+    service_version: str | None = None,
+    environment: str | None = None,
+    resource_attributes: dict[str, str] | None = None,
+    disabled: bool | None = None,
+    traces_exporter: str | list[str] | None = None,
+    traces_file: str | None = None,
+    metrics_exporter: str | list[str] | None = None,
+    logs_exporter: str | list[str] | None = None,
+    otlp_endpoint: str | None = None,
+    sampler: str | None = None,
+    sampler_arg: float | None = None,
+    metric_export_interval: int | None = None,
+    metrics_port: int | None = None,
+    metrics_host: str | None = None,
+    cardinality_limit: int | None = None,
+    window_seconds: float | None = None,
+    shutdown_timeout: float | None = None,
+) -> Telemetry:
+    """Bootstrap tracing, metrics and logs for this process and return the :class:`Telemetry`.
+
+    Every argument left ``None`` comes from its environment variable (``VICTOR_OTEL_*``, then the
+    standard ``OTEL_*`` one), else its default; see the README's configuration table. Calling it again
+    with the same settings returns the same object; with other settings it raises
+    :class:`VictorOtelInitError`. A bad value raises :class:`VictorOtelConfigError` naming the setting.
+    """
+    arguments: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
+    return _bootstrap.init(**arguments)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush and stop everything ``init()`` started within ``timeout`` seconds (default: the setting).
+
+    Returns ``False`` when the flush did not finish in time. Also runs at interpreter exit.
+    """
+    return _bootstrap.shutdown(timeout)
+
+
+__all__ = [
+    "CoordinatorMetricsCollector",
+    "Lifecycle",
+    "MetricsServer",
+    "PrometheusExporter",
+    "Settings",
+    "Telemetry",
+    "VictorOtelConfigError",
+    "VictorOtelError",
+    "VictorOtelInitError",
+    "coordinator",
+    "current",
+    "get_coordinator_metrics_collector",
+    "get_prometheus_exporter",
+    "init",
+    "instrument",
+    "instrument_app",
+    "metrics_endpoint",
+    "record_cache_hit",
+    "record_cache_miss",
+    "record_event",
+    "render",
+    "shutdown",
+    "start_metrics_server",
+    "track",
+]

@@ -1,0 +1,464 @@
+"""Building and tearing down the OpenTelemetry providers, readers and exporters from settings.
+
+``init()`` is idempotent (same settings: the same :class:`Telemetry`; different ones: a clear error) and
+never silently replaces a provider the host application installed: a foreign SDK ``TracerProvider`` is
+reused as it is, a foreign SDK ``MeterProvider`` gets our readers added, anything else is refused.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import atexit
+import enum
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, Any
+
+import psutil
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    InMemoryMetricReader,
+    Metric,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider, sampling
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric as PrometheusMetric
+
+from victor_otel import instruments as contract
+from victor_otel.config import Settings
+from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
+from victor_otel.registry import Registry, get_registry
+
+__version__ = "0.1.0"
+SCOPE = InstrumentationScope("victor_otel", __version__)
+_logger = logging.getLogger("victor_otel")
+
+#: Functions returning extra ``Metric`` objects merged into every collection (the registry's, health's).
+Producer = Callable[[], Sequence[Metric]]
+
+
+class Lifecycle(str, enum.Enum):
+    """Where the process is; readiness follows it (ready only when READY)."""
+
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class _MergesProducers:
+    """Mixin for a MetricReader: merge pre-aggregated metrics into what the SDK collected."""
+
+    _producers: tuple[Producer, ...] = ()
+    _resource: Resource = Resource.get_empty()
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        extra: list[Metric] = []
+        for produce in self._producers:
+            try:
+                extra.extend(produce())
+            except Exception:  # a producer bug must never break a scrape or an export
+                _logger.exception("victor_otel: a metric producer failed; its metrics are skipped")
+        super()._receive_metrics(  # type: ignore[misc]
+            merge_metrics(metrics_data, extra, self._resource), timeout_millis=timeout_millis, **kwargs
+        )
+
+
+def merge_metrics(data: MetricsData | None, extra: list[Metric], resource: Resource) -> MetricsData:
+    """Return ``data`` with ``extra`` added under the victor_otel instrumentation scope."""
+    if not extra:
+        return data or MetricsData(resource_metrics=[])
+    scope = ScopeMetrics(scope=SCOPE, metrics=extra, schema_url="")
+    if data is None or not data.resource_metrics:
+        return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")])
+    first, *rest = data.resource_metrics
+    merged = ResourceMetrics(
+        resource=first.resource, scope_metrics=[*first.scope_metrics, scope], schema_url=first.schema_url
+    )
+    return MetricsData(resource_metrics=[merged, *rest])
+
+
+class VictorPrometheusReader(_MergesProducers, PrometheusMetricReader):
+    """The OTel Prometheus reader, on a private registry, with our pre-aggregated metrics merged in."""
+
+
+class VictorPeriodicReader(_MergesProducers, PeriodicExportingMetricReader):
+    """The periodic (OTLP / console) reader with our pre-aggregated metrics merged in."""
+
+
+class VictorInMemoryReader(_MergesProducers, InMemoryMetricReader):
+    """An in-memory reader with our pre-aggregated metrics merged in (for tests)."""
+
+
+class SerialRegistry(CollectorRegistry):
+    """A prometheus_client registry whose collections never overlap.
+
+    The OTel Prometheus collector queues what its reader collected and drains the queue while
+    rendering: two concurrent scrapes would take each other's data (one of them rendering nothing).
+    Every path to the text (our endpoint, the standalone server) goes through this lock.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(auto_describe=False)
+        self._serial = threading.Lock()
+
+    def collect(self) -> Iterator[PrometheusMetric]:  # type: ignore[override]
+        with self._serial:
+            return iter(list(super().collect()))
+
+
+class _LineSpanExporter(ConsoleSpanExporter):
+    """Console exporter writing one compact JSON object per span (greppable, jq-able)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__(out=out, formatter=lambda span: span.to_json(indent=None) + os.linesep)
+        self._file = out
+
+    def shutdown(self) -> None:
+        if self._file not in (sys.stdout, sys.stderr):
+            self._file.close()
+
+
+class Telemetry:
+    """What ``init()`` built: the settings, providers, readers, and the process lifecycle.
+
+    >>> import victor_otel
+    >>> t = victor_otel.init(service_name="doc", traces_exporter="none")
+    >>> t.settings.service_name, t.lifecycle.value
+    ('doc', 'ready')
+    >>> victor_otel.shutdown()
+    """
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.started_at = time.time()
+        self._started_monotonic = time.monotonic()
+        self.lifecycle = Lifecycle.STARTING
+        self.resource = build_resource(settings)
+        self.tracer_provider: Any = None
+        self.meter_provider: MeterProvider | None = None
+        self.logger_provider: Any = None
+        self.tracer: trace.Tracer | None = None
+        self.prometheus_registry: CollectorRegistry | None = None
+        self.readers: list[MetricReader] = []
+        self.metrics_server: Any = None
+        self.producers: list[Producer] = [registry.produce]
+        self._owned_tracer_provider = False
+        self._owned_meter_provider = False
+        self._process = psutil.Process()
+        self._cpu_lock = threading.Lock()
+
+    @property
+    def uptime(self) -> float:
+        return time.monotonic() - self._started_monotonic
+
+    def add_producer(self, producer: Producer) -> None:
+        """Merge ``producer()``'s metrics into every later collection (used by health)."""
+        self.producers.append(producer)
+        for reader in self.readers:
+            if isinstance(reader, _MergesProducers):
+                reader._producers = tuple(self.producers)
+
+    def collect(self) -> MetricsData:
+        """Collect everything once through a throw-away in-memory view (for tests and the CLI)."""
+        if self.meter_provider is None:
+            return merge_metrics(None, [m for p in self.producers for m in p()], self.resource)
+        reader = next((r for r in self.readers if isinstance(r, VictorInMemoryReader)), None)
+        if reader is not None:
+            return reader.get_metrics_data() or MetricsData(resource_metrics=[])
+        return merge_metrics(None, [m for p in self.producers for m in p()], self.resource)
+
+    # -- process gauges (observable: read at collection time, never on the hot path) --------------
+
+    def _observe_memory(self, options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self._process.memory_info().rss)
+
+    def _observe_cpu(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._cpu_lock:
+            yield Observation(self._process.cpu_percent(interval=None))
+
+    def _observe_uptime(self, options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(self.uptime)
+
+
+def build_resource(settings: Settings) -> Resource:
+    attributes: dict[str, Any] = dict(settings.resource_attributes)
+    attributes.update(
+        {
+            "service.name": settings.service_name,
+            "service.version": settings.resolved_version,
+            "deployment.environment.name": settings.resolved_environment,
+            "service.instance.id": attributes.get("service.instance.id") or str(uuid.uuid4()),
+            "telemetry.sdk.name": "opentelemetry",
+            "telemetry.sdk.language": "python",
+            "telemetry.distro.name": "victor_otel",
+            "telemetry.distro.version": __version__,
+        }
+    )
+    return Resource.create(attributes)
+
+
+def _sampler(settings: Settings) -> sampling.Sampler:
+    ratio = sampling.TraceIdRatioBased(settings.sampler_arg)
+    return {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": ratio,
+        "parentbased_always_on": sampling.ParentBased(sampling.ALWAYS_ON),
+        "parentbased_always_off": sampling.ParentBased(sampling.ALWAYS_OFF),
+        "parentbased_traceidratio": sampling.ParentBased(ratio),
+    }[settings.sampler]
+
+
+def _otlp(signal: str) -> Any:
+    try:
+        if signal == "traces":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            return OTLPSpanExporter
+        if signal == "metrics":
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            return OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+
+        return OTLPLogExporter
+    except ImportError:
+        raise VictorOtelConfigError(
+            f"OTEL_{signal.upper()}_EXPORTER=otlp needs the OTLP exporter: pip install 'victor-otel[otlp]'"
+        ) from None
+
+
+def _span_exporters(settings: Settings) -> list[SpanExporter]:
+    exporters: list[SpanExporter] = []
+    for name in settings.traces_exporter:
+        if name == "console":
+            out = open(settings.traces_file, "a", buffering=1) if settings.traces_file else sys.stdout  # noqa: SIM115
+            exporters.append(_LineSpanExporter(out))
+        elif name == "otlp":
+            exporters.append(_otlp("traces")(endpoint=f"{settings.otlp_endpoint}/v1/traces"))
+    return exporters
+
+
+def _metric_readers(settings: Settings, telemetry: Telemetry) -> list[MetricReader]:
+    readers: list[MetricReader] = []
+    for name in settings.metrics_exporter:
+        reader: MetricReader
+        if name == "prometheus":
+            telemetry.prometheus_registry = SerialRegistry()
+            reader = VictorPrometheusReader(
+                scope_info_enabled=False, registry=telemetry.prometheus_registry
+            )
+        elif name == "otlp":
+            exporter = _otlp("metrics")(endpoint=f"{settings.otlp_endpoint}/v1/metrics")
+            reader = VictorPeriodicReader(exporter, export_interval_millis=settings.metric_export_interval)
+        elif name == "console":
+            reader = VictorPeriodicReader(
+                ConsoleMetricExporter(), export_interval_millis=settings.metric_export_interval
+            )
+        else:
+            continue
+        readers.append(reader)
+    readers.append(VictorInMemoryReader())  # backs Telemetry.collect() for tests, health and the CLI
+    for reader in readers:
+        assert isinstance(reader, _MergesProducers)
+        reader._producers = tuple(telemetry.producers)
+        reader._resource = telemetry.resource
+    return readers
+
+
+# -- the process-wide state ---------------------------------------------------------------------
+
+_lock = threading.RLock()
+_current: Telemetry | None = None
+_installed: set[int] = set()  # ids of providers we set as the global ones
+_atexit_registered = False
+
+
+def current() -> Telemetry | None:
+    """The running :class:`Telemetry`, or ``None`` before ``init()`` / after ``shutdown()``."""
+    return _current
+
+
+def init(**arguments: Any) -> Telemetry:
+    """Bootstrap tracing, metrics and logs; see :func:`victor_otel.init` for the arguments."""
+    global _current, _atexit_registered
+    settings = Settings.from_sources(arguments)
+    with _lock:
+        if _current is not None and _current.lifecycle in (Lifecycle.STARTING, Lifecycle.READY):
+            if _current.settings == settings:
+                return _current
+            raise VictorOtelInitError(
+                "victor_otel is already initialised with other settings ("
+                + "; ".join(_current.settings.differences(settings))
+                + "). Call victor_otel.shutdown() first, or pass the same settings."
+            )
+        registry = get_registry()
+        if (registry.limit, registry.window_seconds) != (settings.cardinality_limit, settings.window_seconds):
+            registry.configure(settings.cardinality_limit, settings.window_seconds)
+        telemetry = Telemetry(settings, registry)
+        if not settings.disabled:
+            _build_traces(telemetry)
+            _build_metrics(telemetry)
+            _build_logs(telemetry)
+        if settings.metrics_port is not None and telemetry.prometheus_registry is not None:
+            from victor_otel.exposition import start_metrics_server
+
+            telemetry.metrics_server = start_metrics_server(
+                settings.metrics_port, settings.metrics_host, telemetry=telemetry
+            )
+        telemetry.lifecycle = Lifecycle.READY
+        _current = telemetry
+        _set_tracer(telemetry.tracer)
+        if not _atexit_registered:
+            atexit.register(_shutdown_at_exit)
+            _atexit_registered = True
+        return telemetry
+
+
+def _set_tracer(tracer: trace.Tracer | None) -> None:
+    from victor_otel import decorators
+
+    decorators._runtime.tracer = tracer
+
+
+def _build_traces(telemetry: Telemetry) -> None:
+    settings = telemetry.settings
+    existing = trace.get_tracer_provider()
+    foreign = not isinstance(existing, trace.ProxyTracerProvider) and id(existing) not in _installed
+    if foreign:
+        # The host application owns tracing: use its provider (and its exporters) as it is.
+        _logger.info("victor_otel: reusing the TracerProvider the application installed (%r)", existing)
+        telemetry.tracer_provider = existing
+    elif settings.traces_exporter == ("none",):
+        return
+    else:
+        provider = TracerProvider(resource=telemetry.resource, sampler=_sampler(settings))
+        for exporter in _span_exporters(settings):
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        telemetry.tracer_provider = provider
+        telemetry._owned_tracer_provider = True
+        if isinstance(existing, trace.ProxyTracerProvider):
+            trace.set_tracer_provider(provider)
+            _installed.add(id(provider))
+    telemetry.tracer = telemetry.tracer_provider.get_tracer("victor_otel", __version__)
+
+
+def _build_metrics(telemetry: Telemetry) -> None:
+    settings = telemetry.settings
+    readers = _metric_readers(settings, telemetry)
+    existing = metrics.get_meter_provider()
+    proxy = type(existing).__name__ == "_ProxyMeterProvider"
+    if not proxy and id(existing) not in _installed:
+        if not isinstance(existing, MeterProvider):
+            raise VictorOtelInitError(
+                f"the application installed a MeterProvider victor_otel cannot add readers to ({existing!r}); "
+                "install an opentelemetry-sdk MeterProvider, or let victor_otel.init() install one"
+            )
+        _logger.info("victor_otel: adding our metric readers to the application's MeterProvider")
+        for reader in readers:
+            existing.add_metric_reader(reader)
+        telemetry.meter_provider = existing
+    else:
+        provider = MeterProvider(resource=telemetry.resource, metric_readers=readers)
+        telemetry.meter_provider = provider
+        telemetry._owned_meter_provider = True
+        if proxy:
+            metrics.set_meter_provider(provider)
+            _installed.add(id(provider))
+    telemetry.readers = readers
+    meter = telemetry.meter_provider.get_meter("victor_otel", __version__)
+    for spec, callback in (
+        (contract.MEMORY, telemetry._observe_memory),
+        (contract.CPU, telemetry._observe_cpu),
+        (contract.UPTIME, telemetry._observe_uptime),
+    ):
+        meter.create_observable_gauge(spec.otel_name, [callback], unit=spec.unit, description=spec.description)
+
+
+def _build_logs(telemetry: Telemetry) -> None:
+    settings = telemetry.settings
+    if settings.logs_exporter == ("none",):
+        return
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogExporter
+
+    provider = LoggerProvider(resource=telemetry.resource)
+    for name in settings.logs_exporter:
+        if name == "otlp":
+            exporter = _otlp("logs")(endpoint=f"{settings.otlp_endpoint}/v1/logs")
+        else:
+            exporter = ConsoleLogExporter()
+        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+    telemetry.logger_provider = provider
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Drain, flush and stop everything ``init()`` started, within ``timeout`` seconds.
+
+    Readiness turns to draining first. Returns ``False`` when flushing did not finish in time
+    (the rest is abandoned rather than blocking the application's exit).
+    """
+    global _current
+    with _lock:
+        telemetry = _current
+        if telemetry is None:
+            return True
+        telemetry.lifecycle = Lifecycle.DRAINING
+        budget = telemetry.settings.shutdown_timeout if timeout is None else timeout
+        done = threading.Event()
+
+        def stop() -> None:
+            deadline_ms = int(budget * 1000)
+            try:
+                if telemetry.metrics_server is not None:
+                    telemetry.metrics_server.close()
+                if telemetry._owned_tracer_provider:
+                    telemetry.tracer_provider.force_flush(deadline_ms)
+                    telemetry.tracer_provider.shutdown()
+                if telemetry.logger_provider is not None:
+                    telemetry.logger_provider.force_flush(deadline_ms)
+                    telemetry.logger_provider.shutdown()
+                if telemetry._owned_meter_provider and telemetry.meter_provider is not None:
+                    telemetry.meter_provider.shutdown(timeout_millis=deadline_ms)
+                elif telemetry.meter_provider is not None:
+                    for reader in telemetry.readers:
+                        telemetry.meter_provider.remove_metric_reader(reader)  # type: ignore[attr-defined]
+                        reader.shutdown()
+            except Exception:
+                _logger.exception("victor_otel: error while shutting down")
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=stop, name="victor-otel-shutdown", daemon=True)
+        worker.start()
+        finished = done.wait(budget)
+        if not finished:
+            _logger.warning("victor_otel: shutdown did not finish within %.1f s; abandoning the flush", budget)
+        telemetry.lifecycle = Lifecycle.STOPPED
+        _current = None
+        _set_tracer(None)
+        return finished
+
+
+def _shutdown_at_exit() -> None:
+    if _current is not None:
+        shutdown()

@@ -1,0 +1,294 @@
+"""Settings: one frozen object built from ``init()`` arguments over environment variables.
+
+Every option is declared once in :data:`OPTIONS` (argument, environment variables, default, parser,
+documentation); the README's configuration table and ``victor-otel check`` read the same declaration.
+Precedence, highest first: an ``init()`` argument, then the ``VICTOR_OTEL_*`` variable, then the
+standard ``OTEL_*`` variable, then the default. Every bad value raises :class:`VictorOtelConfigError`
+naming the setting and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from victor_otel.errors import VictorOtelConfigError
+
+TRACES_EXPORTERS = ("console", "otlp", "none")
+METRICS_EXPORTERS = ("prometheus", "otlp", "console", "none")
+LOGS_EXPORTERS = ("otlp", "console", "none")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off", "")
+
+
+def _fail(setting: str, value: object, accepted: str) -> VictorOtelConfigError:
+    return VictorOtelConfigError(f"{setting}: {value!r} is not valid; accepted: {accepted}")
+
+
+def _parse_str(setting: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail(setting, value, "a string")
+    return value.strip()
+
+
+def _parse_name(setting: str, value: object) -> str:
+    text = _parse_str(setting, value)
+    if not text or len(text) > 255 or not text.isprintable():
+        raise _fail(setting, value, "a non-empty printable string of at most 255 characters")
+    return text
+
+
+def _parse_optional_str(setting: str, value: object) -> str | None:
+    if value is None:
+        return None
+    text = _parse_str(setting, value)
+    return text or None
+
+
+def _parse_bool(setting: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _fail(setting, value, "true or false")
+
+
+def _choice_list(accepted: tuple[str, ...]) -> Callable[[str, object], tuple[str, ...]]:
+    def parse(setting: str, value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            items = [part.strip().lower() for part in value.split(",") if part.strip()]
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            items = [v.strip().lower() for v in value]
+        else:
+            raise _fail(setting, value, "a comma-separated list of " + " | ".join(accepted))
+        if not items:
+            items = ["none"]
+        for item in items:
+            if item not in accepted:
+                raise _fail(setting, item, " | ".join(accepted) + " (comma-separated)")
+        if "none" in items and len(items) > 1:
+            raise _fail(setting, value, "'none' alone, or a list without 'none'")
+        return tuple(dict.fromkeys(items))
+
+    return parse
+
+
+def _choice(accepted: tuple[str, ...]) -> Callable[[str, object], str]:
+    def parse(setting: str, value: object) -> str:
+        text = _parse_str(setting, value).lower()
+        if text not in accepted:
+            raise _fail(setting, value, " | ".join(accepted))
+        return text
+
+    return parse
+
+
+def _number(
+    kind: type, minimum: float, maximum: float, *, min_exclusive: bool = False
+) -> Callable[[str, object], Any]:
+    def parse(setting: str, value: object) -> Any:
+        bound = f"{'>' if min_exclusive else '>='} {minimum} and <= {maximum}"
+        accepted = f"{'an integer' if kind is int else 'a number'} {bound}"
+        if isinstance(value, bool):
+            raise _fail(setting, value, accepted)
+        try:
+            number = kind(value.strip()) if isinstance(value, str) else kind(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            raise _fail(setting, value, accepted) from None
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise _fail(setting, value, accepted)
+        if number != number or number > maximum or number < minimum or (min_exclusive and number == minimum):
+            raise _fail(setting, value, accepted)
+        return number
+
+    return parse
+
+
+def _parse_port(setting: str, value: object) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    port: int = _number(int, 0, 65535)(setting, value)
+    return port
+
+
+def _parse_endpoint(setting: str, value: object) -> str | None:
+    text = _parse_optional_str(setting, value)
+    if text is None:
+        return None
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise _fail(setting, value, "an http:// or https:// URL such as http://localhost:4318")
+    try:
+        parsed.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise _fail(setting, value, "an http:// or https:// URL with a valid port") from None
+    return text.rstrip("/")
+
+
+def _parse_attributes(setting: str, value: object) -> dict[str, str]:
+    """``key1=value1,key2=value2`` (values percent-decoded, as the OTel spec says) or a mapping."""
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) and k for k in value):
+            raise _fail(setting, value, "a mapping of non-empty string keys")
+        return {k: str(v) for k, v in value.items()}
+    text = _parse_str(setting, value)
+    result: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise _fail(setting, pair, "comma-separated key=value pairs")
+        result[key.strip()] = urllib.parse.unquote(raw.strip())
+    return result
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its ``init()`` argument, environment variables (highest precedence first)."""
+
+    name: str
+    env: tuple[str, ...]
+    default: Any
+    parse: Callable[[str, object], Any]
+    doc: str
+
+    def label(self) -> str:
+        return " / ".join((self.name, *self.env))
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("service_name", ("VICTOR_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"), "victor", _parse_name,
+           "service.name of the Resource."),
+    Option("service_version", ("VICTOR_OTEL_SERVICE_VERSION",), None, _parse_optional_str,
+           "service.version of the Resource (default: service.version from OTEL_RESOURCE_ATTRIBUTES, "
+           "else 'unknown')."),
+    Option("environment", ("VICTOR_OTEL_ENVIRONMENT",), None, _parse_optional_str,
+           "deployment.environment.name of the Resource (default: from OTEL_RESOURCE_ATTRIBUTES, "
+           "else 'development')."),
+    Option("resource_attributes", ("OTEL_RESOURCE_ATTRIBUTES",), {}, _parse_attributes,
+           "Extra Resource attributes, key=value pairs separated by commas."),
+    Option("disabled", ("OTEL_SDK_DISABLED",), False, _parse_bool,
+           "true: install no provider, export nothing (decorators stay cheap no-ops for telemetry)."),
+    Option("traces_exporter", ("OTEL_TRACES_EXPORTER",), ("console",), _choice_list(TRACES_EXPORTERS),
+           "Where spans go: console | otlp | none (comma-separated for several)."),
+    Option("traces_file", ("VICTOR_OTEL_TRACES_FILE",), None, _parse_optional_str,
+           "With the console exporter: append spans to this file (one JSON object per line) "
+           "instead of standard output."),
+    Option("metrics_exporter", ("OTEL_METRICS_EXPORTER",), ("prometheus",), _choice_list(METRICS_EXPORTERS),
+           "prometheus (in-process reader behind /metrics) | otlp (periodic push) | console | none."),
+    Option("logs_exporter", ("OTEL_LOGS_EXPORTER",), ("none",), _choice_list(LOGS_EXPORTERS),
+           "otlp: also send log records through the OTel log bridge | console | none."),
+    Option("otlp_endpoint", ("OTEL_EXPORTER_OTLP_ENDPOINT",), "http://localhost:4318", _parse_endpoint,
+           "OTLP/HTTP base URL of the collector; /v1/traces, /v1/metrics, /v1/logs are appended."),
+    Option("sampler", ("OTEL_TRACES_SAMPLER",), "parentbased_always_on", _choice(SAMPLERS),
+           "Trace sampler: " + " | ".join(SAMPLERS) + "."),
+    Option("sampler_arg", ("OTEL_TRACES_SAMPLER_ARG",), 1.0, _number(float, 0.0, 1.0),
+           "Sampling ratio for the traceidratio samplers, 0 to 1."),
+    Option("metric_export_interval", ("OTEL_METRIC_EXPORT_INTERVAL",), 60000, _number(int, 100, 86_400_000),
+           "Milliseconds between pushes of the otlp / console metrics exporters."),
+    Option("metrics_port", ("VICTOR_OTEL_METRICS_PORT",), None, _parse_port,
+           "Start the standalone /metrics server on this port at init (0 = any free port; unset = none)."),
+    Option("metrics_host", ("VICTOR_OTEL_METRICS_HOST",), "127.0.0.1", _parse_name,
+           "Address the standalone /metrics server binds to."),
+    Option("cardinality_limit", ("VICTOR_OTEL_CARDINALITY_LIMIT",), 1000, _number(int, 1, 1_000_000),
+           "Label sets kept per metric; the excess folds into one overflow series."),
+    Option("window_seconds", ("VICTOR_OTEL_WINDOW_SECONDS",), 60.0, _number(float, 1.0, 86_400.0),
+           "Length of the sliding window behind throughput, error-rate and hit-rate gauges and health."),
+    Option("shutdown_timeout", ("VICTOR_OTEL_SHUTDOWN_TIMEOUT",), 5.0,
+           _number(float, 0.0, 600.0, min_exclusive=True),
+           "Seconds shutdown() (and interpreter exit) may spend flushing spans, metrics and logs."),
+)
+
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration. Build it with :meth:`Settings.from_sources`."""
+
+    service_name: str = "victor"
+    service_version: str | None = None
+    environment: str | None = None
+    resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    disabled: bool = False
+    traces_exporter: tuple[str, ...] = ("console",)
+    traces_file: str | None = None
+    metrics_exporter: tuple[str, ...] = ("prometheus",)
+    logs_exporter: tuple[str, ...] = ("none",)
+    otlp_endpoint: str | None = "http://localhost:4318"
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    metric_export_interval: int = 60000
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    cardinality_limit: int = 1000
+    window_seconds: float = 60.0
+    shutdown_timeout: float = 5.0
+    #: Where each value came from: ``argument``, the environment variable's name, or ``default``.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @classmethod
+    def from_sources(
+        cls, arguments: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Resolve every option from ``arguments`` (``None`` values are ignored) over ``environ``.
+
+        >>> Settings.from_sources({"service_name": "chat"}, {"OTEL_TRACES_EXPORTER": "none"}).traces_exporter
+        ('none',)
+        """
+        arguments = {k: v for k, v in (arguments or {}).items() if v is not None}
+        environ = os.environ if environ is None else environ
+        unknown = sorted(set(arguments) - set(_BY_NAME))
+        if unknown:
+            raise VictorOtelConfigError(
+                f"unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(_BY_NAME)}"
+            )
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for option in OPTIONS:
+            if option.name in arguments:
+                values[option.name] = option.parse(option.name, arguments[option.name])
+                sources[option.name] = "argument"
+                continue
+            for var in option.env:
+                raw = environ.get(var)
+                if raw is not None and raw.strip() != "":
+                    values[option.name] = option.parse(var, raw)
+                    sources[option.name] = var
+                    break
+            else:
+                values[option.name] = option.default
+                sources[option.name] = "default"
+        return cls(**values, sources=sources)
+
+    @property
+    def resolved_version(self) -> str:
+        return self.service_version or self.resource_attributes.get("service.version") or "unknown"
+
+    @property
+    def resolved_environment(self) -> str:
+        attrs = self.resource_attributes
+        return (
+            self.environment
+            or attrs.get("deployment.environment.name")
+            or attrs.get("deployment.environment")
+            or "development"
+        )
+
+    def differences(self, other: Settings) -> list[str]:
+        """Names and values of the settings that differ, for error messages."""
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if f.compare and getattr(self, f.name) != getattr(other, f.name)
+        ]

@@ -1,0 +1,441 @@
+"""The decorators, the ``track(...)`` context manager and the cache / event recorders.
+
+Every shape of callable is wrapped by a wrapper of the same shape (sync, async, generator, async
+generator), so ``inspect.iscoroutinefunction`` and friends keep answering the same. A call:
+
+1. starts a span ``Coordinator.method`` (when tracing is on) and makes it current;
+2. runs the user's code;
+3. records the outcome once in the pre-bound registry series (executions, duration, latency
+   histogram, errors by ``error_type`` or cancellations) and the coordinator's sliding window;
+4. ends the span and restores the caller's context.
+
+Exceptions are re-raised unchanged. ``asyncio.CancelledError``, ``GeneratorExit``,
+``KeyboardInterrupt`` and ``SystemExit`` (what is not an ``Exception``) are the outcome ``cancelled``,
+not errors. Generators are timed over their whole iteration; the caller's context is restored at every
+``yield``; an abandoned generator ends its span as ``cancelled`` when it is closed or collected.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from time import perf_counter
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from victor_otel.errors import VictorOtelConfigError
+from victor_otel.registry import CoordinatorState, MethodSeries, Registry, get_registry
+
+_logger = logging.getLogger("victor_otel")
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+OUTCOME_SUCCESS = "success"
+OUTCOME_ERROR = "error"
+OUTCOME_CANCELLED = "cancelled"
+_MAX_NAME = 128
+_MARK = "__victor_otel_site__"
+
+
+class _Runtime:
+    """What the hot path reads on every call; set by ``init()`` / ``shutdown()``."""
+
+    __slots__ = ("on_execution", "tracer")
+
+    def __init__(self) -> None:
+        #: ``None`` before ``init()``, after ``shutdown()`` and with ``OTEL_TRACES_EXPORTER=none``.
+        self.tracer: trace.Tracer | None = None
+        #: Called once per execution with (site, duration_s, exception or None) while the span is current.
+        self.on_execution: Callable[[CallSite, float, BaseException | None], None] | None = None
+
+
+_runtime = _Runtime()
+
+
+def _check_name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > _MAX_NAME or not value.isprintable():
+        raise VictorOtelConfigError(
+            f"{what}: {value!r} is not valid; accepted: a non-empty printable string of at most "
+            f"{_MAX_NAME} characters (a bounded name such as 'ChatCoordinator', never a request ID)"
+        )
+    return value
+
+
+class CallSite:
+    """One (coordinator, method) pair, bound to its registry series once and re-bound after a reset."""
+
+    __slots__ = ("attributes", "coordinator", "generation", "method", "registry", "series", "span_name", "window")
+
+    def __init__(self, coordinator: str, method: str, registry: Registry | None = None) -> None:
+        self.coordinator = coordinator
+        self.method = method
+        self.span_name = f"{coordinator}.{method}"
+        self.attributes = {"victor.coordinator": coordinator, "victor.method": method}
+        self.registry = registry or get_registry()
+        self.generation = -1
+        self.series: MethodSeries | None = None
+        self.window: CoordinatorState | None = None
+
+    def start_span(self) -> tuple[Span | None, object]:
+        tracer = _runtime.tracer
+        if tracer is None:
+            return None, None
+        span = tracer.start_span(self.span_name, attributes=self.attributes)
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def finish(
+        self,
+        span: Span | None,
+        token: object,
+        duration: float,
+        exc: BaseException | None,
+        error_type: str | None = None,
+    ) -> None:
+        """Record the outcome once, emit the execution hook while the span is current, end the span.
+
+        ``error_type`` overrides the exception's class name (for outcomes reported by name).
+        """
+        try:
+            if self.generation != self.registry.generation:
+                self.series, self.window = self.registry.method_series(self.coordinator, self.method)
+                self.generation = self.registry.generation
+            assert self.series is not None
+            if exc is None:
+                self.series.record(duration, None, False, self.window)
+            elif isinstance(exc, Exception):
+                self.series.record(duration, error_type or type(exc).__name__, False, self.window)
+            else:
+                self.series.record(duration, None, True, self.window)
+            if span is not None:
+                _annotate(span, exc)
+            hook = _runtime.on_execution
+            if hook is not None:
+                try:
+                    hook(self, duration, exc)
+                except Exception:  # telemetry must never break the application's call
+                    _logger.exception("victor_otel: the execution hook failed")
+        finally:
+            if span is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
+                span.end()
+
+
+def _annotate(span: Span, exc: BaseException | None) -> None:
+    if exc is None:
+        span.set_attribute("victor.outcome", OUTCOME_SUCCESS)
+    elif isinstance(exc, Exception):
+        span.set_attribute("victor.outcome", OUTCOME_ERROR)
+        span.set_attribute("error.type", type(exc).__qualname__)
+        span.record_exception(exc, escaped=True)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    else:
+        span.set_attribute("victor.outcome", OUTCOME_CANCELLED)
+
+
+# -- wrappers, one per shape -----------------------------------------------------------------------
+
+
+def _wrap(func: Callable[..., Any], coordinator: str, method: str) -> Callable[..., Any]:
+    if getattr(func, _MARK, None) is not None:
+        return func  # already instrumented: never count a call twice
+    site = CallSite(coordinator, method)
+    target = func
+    if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, functools.partial)):
+        target = getattr(type(func), "__call__", func)  # a callable object: its __call__ tells the shape
+    wrapper: Callable[..., Any]
+    if inspect.isasyncgenfunction(target):
+        wrapper = _wrap_async_gen(func, site)
+    elif inspect.iscoroutinefunction(target):
+        wrapper = _wrap_async(func, site)
+    elif inspect.isgeneratorfunction(target):
+        wrapper = _wrap_gen(func, site)
+    else:
+        wrapper = _wrap_sync(func, site)
+    try:
+        functools.update_wrapper(wrapper, func)
+    except (AttributeError, TypeError):
+        pass
+    if not hasattr(wrapper, "__name__"):
+        wrapper.__name__ = method
+    setattr(wrapper, _MARK, site)
+    return wrapper
+
+
+def _wrap_sync(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        span, token = site.start_span()
+        start = perf_counter()
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            site.finish(span, token, perf_counter() - start, exc)
+            raise
+        site.finish(span, token, perf_counter() - start, None)
+        return result
+
+    return wrapper
+
+
+def _wrap_async(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        span, token = site.start_span()
+        start = perf_counter()
+        try:
+            result = await func(*args, **kwargs)
+        except BaseException as exc:
+            site.finish(span, token, perf_counter() - start, exc)
+            raise
+        site.finish(span, token, perf_counter() - start, None)
+        return result
+
+    return wrapper
+
+
+def _wrap_gen(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        tracer = _runtime.tracer
+        span = tracer.start_span(site.span_name, attributes=site.attributes) if tracer else None
+        ctx = trace.set_span_in_context(span) if span is not None else None
+        start = perf_counter()
+        failure: BaseException | None = None
+        try:
+            token = otel_context.attach(ctx) if ctx is not None else None
+            try:
+                gen = func(*args, **kwargs)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            while True:
+                token = otel_context.attach(ctx) if ctx is not None else None
+                try:
+                    if to_throw is not None:
+                        thrown, to_throw = to_throw, None
+                        item = gen.throw(thrown)
+                    else:
+                        item = gen.send(to_send)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                finally:
+                    if token is not None:
+                        otel_context.detach(token)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    gen.close()
+                    raise
+                except BaseException as exc:  # thrown in by the caller: hand it to the generator
+                    to_throw = exc
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            _finish_stream(site, span, ctx, perf_counter() - start, failure)
+
+    return wrapper
+
+
+def _wrap_async_gen(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
+    async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        tracer = _runtime.tracer
+        span = tracer.start_span(site.span_name, attributes=site.attributes) if tracer else None
+        ctx = trace.set_span_in_context(span) if span is not None else None
+        start = perf_counter()
+        failure: BaseException | None = None
+        try:
+            token = otel_context.attach(ctx) if ctx is not None else None
+            try:
+                agen = func(*args, **kwargs)
+            finally:
+                if token is not None:
+                    otel_context.detach(token)
+            to_send: Any = None
+            to_throw: BaseException | None = None
+            while True:
+                token = otel_context.attach(ctx) if ctx is not None else None
+                try:
+                    if to_throw is not None:
+                        thrown, to_throw = to_throw, None
+                        item = await agen.athrow(thrown)
+                    else:
+                        item = await agen.asend(to_send)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    if token is not None:
+                        otel_context.detach(token)
+                try:
+                    to_send = yield item
+                except GeneratorExit:
+                    await agen.aclose()
+                    raise
+                except BaseException as exc:
+                    to_throw = exc
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            _finish_stream(site, span, ctx, perf_counter() - start, failure)
+
+    return wrapper
+
+
+def _finish_stream(
+    site: CallSite, span: Span | None, ctx: Any, duration: float, failure: BaseException | None
+) -> None:
+    # The span is made current again only for the hook (execution logs carry its IDs).
+    token = otel_context.attach(ctx) if ctx is not None else None
+    site.finish(span, token, duration, failure)
+
+
+# -- public decorators ---------------------------------------------------------------------------
+
+
+def _instrument_class(cls: type[T], name: str) -> type[T]:
+    for attr, value in list(vars(cls).items()):
+        if attr.startswith("_"):
+            continue
+        if isinstance(value, staticmethod):
+            setattr(cls, attr, staticmethod(_wrap(value.__func__, name, attr)))
+        elif isinstance(value, classmethod):
+            setattr(cls, attr, classmethod(_wrap(value.__func__, name, attr)))
+        elif inspect.isfunction(value):
+            setattr(cls, attr, _wrap(value, name, attr))
+    return cls
+
+
+def _default_names(func: Callable[..., Any]) -> tuple[str, str]:
+    qualname = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or type(func).__name__
+    parts = [p for p in qualname.split(".") if p != "<locals>"]
+    method = parts[-1]
+    return (parts[-2] if len(parts) > 1 else method), method
+
+
+@overload
+def coordinator(name: type[T]) -> type[T]: ...
+@overload
+def coordinator(name: F) -> F: ...
+@overload
+def coordinator(name: str | None = None) -> Callable[[T], T]: ...
+
+
+def coordinator(name: Any = None) -> Any:
+    """Instrument a coordinator class (every public method) or one function.
+
+    >>> import victor_otel
+    >>> @victor_otel.coordinator("ChatCoordinator")
+    ... class ChatCoordinator:
+    ...     def plan(self, goal):
+    ...         return f"plan for {goal}"
+    >>> ChatCoordinator().plan("x")
+    'plan for x'
+
+    ``@coordinator`` without arguments names the coordinator after the class. On a function, the
+    coordinator defaults to the enclosing class name (or the function's own name) and the method to
+    the function name.
+    """
+    if name is not None and not isinstance(name, str):
+        target = name
+        if isinstance(target, type):
+            return _instrument_class(target, _check_name("coordinator", target.__name__))
+        if callable(target):
+            coordinator_name, method = _default_names(target)
+            return _wrap(target, _check_name("coordinator", coordinator_name), method)
+        raise VictorOtelConfigError(f"coordinator: cannot instrument {target!r}; pass a class or a callable")
+    explicit = None if name is None else _check_name("coordinator", name)
+
+    def decorate(target: Any) -> Any:
+        if isinstance(target, type):
+            return _instrument_class(target, explicit or _check_name("coordinator", target.__name__))
+        if isinstance(target, (staticmethod, classmethod)):
+            return type(target)(decorate(target.__func__))
+        if not callable(target):
+            raise VictorOtelConfigError(f"coordinator: cannot instrument {target!r}; pass a class or a callable")
+        default_coordinator, method = _default_names(target)
+        return _wrap(target, explicit or _check_name("coordinator", default_coordinator), method)
+
+    return decorate
+
+
+def instrument(coordinator: str, method: str | None = None) -> Callable[[T], T]:
+    """Instrument one function or method as ``coordinator.method`` (method defaults to its name).
+
+    >>> import victor_otel
+    >>> @victor_otel.instrument(coordinator="ToolCoordinator", method="run")
+    ... def run_tool(name):
+    ...     return name.upper()
+    >>> run_tool("grep")
+    'GREP'
+    """
+    coordinator_name = _check_name("coordinator", coordinator)
+    if method is not None:
+        _check_name("method", method)
+
+    def decorate(target: Any) -> Any:
+        if isinstance(target, (staticmethod, classmethod)):
+            return type(target)(decorate(target.__func__))
+        if not callable(target):
+            raise VictorOtelConfigError(f"instrument: cannot instrument {target!r}; pass a callable")
+        return _wrap(target, coordinator_name, method or _default_names(target)[1])
+
+    return decorate
+
+
+class track:  # noqa: N801 - used like a function: ``with track("Chat", "retrieve"):``
+    """Time a block as ``coordinator.operation``, sync or async, with the same span and metrics.
+
+    >>> import victor_otel
+    >>> with victor_otel.track("ChatCoordinator", "retrieve"):
+    ...     pass
+    """
+
+    __slots__ = ("_site", "_span", "_start", "_token")
+
+    def __init__(self, coordinator: str, operation: str = "block") -> None:
+        self._site = CallSite(_check_name("coordinator", coordinator), _check_name("operation", operation))
+        self._span: Span | None = None
+        self._token: object = None
+        self._start = 0.0
+
+    def __enter__(self) -> Span | None:
+        self._span, self._token = self._site.start_span()
+        self._start = perf_counter()
+        return self._span
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._site.finish(self._span, self._token, perf_counter() - self._start, exc)
+
+    async def __aenter__(self) -> Span | None:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def record_cache_hit(coordinator: str) -> None:
+    """Count a cache hit for ``coordinator`` (counter and sliding-window hit rate)."""
+    get_registry().coordinator(_check_name("coordinator", coordinator)).record_cache(True)
+
+
+def record_cache_miss(coordinator: str) -> None:
+    """Count a cache miss for ``coordinator``."""
+    get_registry().coordinator(_check_name("coordinator", coordinator)).record_cache(False)
+
+
+def record_event(name: str, count: int = 1) -> None:
+    """Count ``count`` analytics events named ``name`` (``victor_analytics_events_total{event=name}``)."""
+    _check_name("event", name)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise VictorOtelConfigError(f"count: {count!r} is not valid; accepted: an integer >= 0")
+    get_registry().record_event(name, count)

@@ -1,0 +1,317 @@
+"""The hot-path recorder: pre-aggregated coordinator state, and its OpenTelemetry data points.
+
+OpenTelemetry's synchronous instruments cost ~19 us a call here (attribute hashing, several locks,
+exemplar sampling). A coordinator call instead updates a :class:`MethodSeries` bound once per call
+site, under one lock, with a handful of integer additions. At collection time :meth:`Registry.produce`
+turns that state into standard SDK ``Metric`` objects (``Sum``, ``Histogram``, ``Gauge``) that the
+readers in :mod:`victor_otel.bootstrap` merge into what the MeterProvider collected, so that the
+Prometheus and OTLP exporters render them as usual (the role the OTel spec gives a MetricProducer).
+
+Cardinality is bounded here: at most ``limit`` coordinators, ``limit`` (coordinator, method) series,
+``limit`` error label sets and ``limit`` analytics events; the excess folds into one overflow series
+marked ``otel.metric.overflow=true``, and a warning is logged once per family.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    Sum,
+)
+
+from victor_otel import instruments as contract
+from victor_otel.instruments import LATENCY_BUCKETS, OVERFLOW_ATTRIBUTE, OVERFLOW_VALUE, MetricSpec
+from victor_otel.window import Window, WindowStats
+
+_logger = logging.getLogger("victor_otel")
+_CUMULATIVE = AggregationTemporality.CUMULATIVE
+_N_BUCKETS = len(LATENCY_BUCKETS) + 1
+
+
+class CoordinatorState:
+    """One coordinator: its lock (shared by all its series), window and cache counters."""
+
+    __slots__ = ("attributes", "cache_hits", "cache_misses", "lock", "name", "start_ns", "window")
+
+    def __init__(self, name: str, window_seconds: float, overflow: bool = False) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.window = Window(window_seconds)
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.start_ns = time.time_ns()
+        self.attributes: dict[str, Any] = {"coordinator": name}
+        if overflow:
+            self.attributes[OVERFLOW_ATTRIBUTE] = True
+
+    def record_cache(self, hit: bool) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if hit:
+                self.cache_hits += 1
+            else:
+                self.cache_misses += 1
+            self.window.add_cache(now, hit)
+
+    def stats(self) -> WindowStats:
+        now = time.monotonic()
+        with self.lock:
+            return self.window.snapshot(now)
+
+
+class MethodSeries:
+    """Counters and the latency histogram of one (coordinator, method) pair."""
+
+    __slots__ = (
+        "attributes", "buckets", "cancelled", "coordinator", "count", "errors", "lock", "method",
+        "registry", "start_ns", "sum",
+    )
+
+    def __init__(
+        self, registry: Registry, coordinator: CoordinatorState, method: str, overflow: bool = False
+    ) -> None:
+        self.registry = registry
+        self.coordinator = coordinator
+        self.method = method
+        self.lock = coordinator.lock
+        self.count = 0
+        self.cancelled = 0
+        self.sum = 0.0
+        self.buckets = [0] * _N_BUCKETS
+        self.errors: dict[str, int] = {}
+        self.start_ns = time.time_ns()
+        self.attributes: dict[str, Any] = {"coordinator": coordinator.name, "method": method}
+        if overflow:
+            self.attributes[OVERFLOW_ATTRIBUTE] = True
+
+    def record(
+        self,
+        duration: float,
+        error_type: str | None = None,
+        cancelled: bool = False,
+        window: CoordinatorState | None = None,
+    ) -> None:
+        """Count one execution. ``window``: the caller's own coordinator when this is the overflow series."""
+        now = time.monotonic()
+        with self.lock:
+            self.count += 1
+            self.sum += duration
+            self.buckets[bisect.bisect_left(LATENCY_BUCKETS, duration)] += 1
+            if cancelled:
+                self.cancelled += 1
+            elif error_type is not None:
+                errors = self.errors
+                if error_type in errors:
+                    errors[error_type] += 1
+                else:
+                    key = self.registry.admit_error_type(error_type)
+                    errors[key] = errors.get(key, 0) + 1
+            if window is None:
+                self.coordinator.window.add_call(now, duration, error_type is not None)
+        if window is not None:
+            with window.lock:
+                window.window.add_call(now, duration, error_type is not None)
+
+
+class Registry:
+    """Process-wide pre-aggregated state. Use :func:`get_registry`; tests may :meth:`reset` it."""
+
+    def __init__(self, limit: int = 1000, window_seconds: float = 60.0) -> None:
+        self._lock = threading.Lock()
+        self.configure(limit, window_seconds)
+
+    def configure(self, limit: int, window_seconds: float) -> None:
+        """Set the cardinality cap and window length, dropping everything recorded so far."""
+        with self._lock:
+            self.limit = limit
+            self.window_seconds = window_seconds
+            self.coordinators: dict[str, CoordinatorState] = {}
+            self.series: dict[tuple[str, str], MethodSeries] = {}
+            self.events: dict[str, list[int]] = {}
+            self.events_start_ns = time.time_ns()
+            self._error_label_sets = 0
+            self._warned: set[str] = set()
+            self._overflow_used = False
+            self._overflow_coordinator = CoordinatorState(OVERFLOW_VALUE, window_seconds, overflow=True)
+            self._overflow_series = MethodSeries(self, self._overflow_coordinator, OVERFLOW_VALUE, True)
+            #: Bumped on every reset; call sites re-bind their cached series when it changes.
+            self.generation = getattr(self, "generation", 0) + 1
+
+    def reset(self) -> None:
+        self.configure(self.limit, self.window_seconds)
+
+    def _warn_once(self, family: str) -> None:
+        if family not in self._warned:
+            self._warned.add(family)
+            _logger.warning(
+                "victor_otel: more than %d label sets for %s; the excess is folded into one series "
+                "labelled %s=true. Unbounded values (request or user IDs) must not be labels; raise "
+                "VICTOR_OTEL_CARDINALITY_LIMIT only if the values are bounded.",
+                self.limit, family, OVERFLOW_ATTRIBUTE,
+            )
+
+    def coordinator(self, name: str) -> CoordinatorState:
+        state = self.coordinators.get(name)
+        if state is not None:
+            return state
+        with self._lock:
+            state = self.coordinators.get(name)
+            if state is None:
+                if len(self.coordinators) >= self.limit:
+                    self._warn_once("coordinator")
+                    self._overflow_used = True
+                    return self._overflow_coordinator
+                state = self.coordinators[name] = CoordinatorState(name, self.window_seconds)
+            return state
+
+    def method_series(self, coordinator: str, method: str) -> tuple[MethodSeries, CoordinatorState | None]:
+        """The series for one call site, and the window to feed separately when it is the overflow series."""
+        key = (coordinator, method)
+        series = self.series.get(key)
+        if series is not None:
+            return series, None
+        state = self.coordinator(coordinator)
+        with self._lock:
+            series = self.series.get(key)
+            if series is not None:
+                return series, None
+            if len(self.series) >= self.limit or state is self._overflow_coordinator:
+                self._warn_once(contract.EXECUTIONS.prometheus_name)
+                own = None if state is self._overflow_coordinator else state
+                return self._overflow_series, own
+            series = self.series[key] = MethodSeries(self, state, method)
+            return series, None
+
+    def admit_error_type(self, error_type: str) -> str:
+        """Count a new error label set, or fold it into ``_overflow`` past the cap."""
+        with self._lock:
+            if self._error_label_sets >= self.limit:
+                self._warn_once(contract.ERRORS.prometheus_name)
+                return OVERFLOW_VALUE
+            self._error_label_sets += 1
+            return error_type
+
+    def record_event(self, name: str, count: int) -> None:
+        cell = self.events.get(name)
+        if cell is None:
+            with self._lock:
+                cell = self.events.get(name)
+                if cell is None:
+                    if len(self.events) >= self.limit:
+                        self._warn_once(contract.ANALYTICS_EVENTS.prometheus_name)
+                        name = OVERFLOW_VALUE
+                        cell = self.events.setdefault(name, [0])
+                    else:
+                        cell = self.events[name] = [0]
+        with self._lock:
+            cell[0] += count
+
+    def all_coordinators(self) -> list[CoordinatorState]:
+        states = list(self.coordinators.values())
+        if self._overflow_used:
+            states.append(self._overflow_coordinator)
+        return states
+
+    def _all_series(self) -> list[MethodSeries]:
+        series = list(self.series.values())
+        if self._overflow_series.count:
+            series.append(self._overflow_series)
+        return series
+
+    # -- collection --------------------------------------------------------------------------------
+
+    def produce(self) -> list[Metric]:
+        """Every family of the contract that has data, as OpenTelemetry SDK ``Metric`` objects."""
+        now_ns = time.time_ns()
+        now = time.monotonic()
+        executions: list[NumberDataPoint] = []
+        cancelled: list[NumberDataPoint] = []
+        durations: list[NumberDataPoint] = []
+        errors: list[NumberDataPoint] = []
+        latency: list[HistogramDataPoint] = []
+        for s in self._all_series():
+            with s.lock:
+                count, total, buckets = s.count, s.sum, list(s.buckets)
+                n_cancelled, error_counts = s.cancelled, list(s.errors.items())
+            attrs, start = s.attributes, s.start_ns
+            executions.append(NumberDataPoint(attrs, start, now_ns, count))
+            durations.append(NumberDataPoint(attrs, start, now_ns, total))
+            if n_cancelled:
+                cancelled.append(NumberDataPoint(attrs, start, now_ns, n_cancelled))
+            for error_type, n in error_counts:
+                errors.append(NumberDataPoint({**attrs, "error_type": error_type}, start, now_ns, n))
+            latency.append(
+                HistogramDataPoint(
+                    attributes=attrs, start_time_unix_nano=start, time_unix_nano=now_ns, count=count,
+                    sum=total, bucket_counts=buckets, explicit_bounds=list(LATENCY_BUCKETS),
+                    min=float("nan"), max=float("nan"),
+                )
+            )
+        hits: list[NumberDataPoint] = []
+        misses: list[NumberDataPoint] = []
+        hit_rate: list[NumberDataPoint] = []
+        throughput: list[NumberDataPoint] = []
+        error_rate: list[NumberDataPoint] = []
+        for c in self.all_coordinators():
+            with c.lock:
+                n_hits, n_misses = c.cache_hits, c.cache_misses
+                stats = c.window.snapshot(now)
+            attrs = c.attributes
+            if n_hits or n_misses:
+                hits.append(NumberDataPoint(attrs, c.start_ns, now_ns, n_hits))
+                misses.append(NumberDataPoint(attrs, c.start_ns, now_ns, n_misses))
+                hit_rate.append(NumberDataPoint(attrs, 0, now_ns, stats.cache_hit_rate))
+            throughput.append(NumberDataPoint(attrs, 0, now_ns, stats.throughput))
+            error_rate.append(NumberDataPoint(attrs, 0, now_ns, stats.error_rate))
+        with self._lock:
+            event_counts = [(name, cell[0]) for name, cell in self.events.items()]
+        events = [
+            NumberDataPoint(
+                {"event": name, **({OVERFLOW_ATTRIBUTE: True} if name == OVERFLOW_VALUE else {})},
+                self.events_start_ns, now_ns, n,
+            )
+            for name, n in event_counts
+        ]
+        return list(
+            _metrics(
+                (contract.EXECUTIONS, executions), (contract.ERRORS, errors), (contract.CANCELLED, cancelled),
+                (contract.DURATION, durations), (contract.LATENCY, latency),
+                (contract.CACHE_HITS, hits), (contract.CACHE_MISSES, misses),
+                (contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput),
+                (contract.ERROR_RATE, error_rate), (contract.ANALYTICS_EVENTS, events),
+            )
+        )
+
+
+def _metrics(*families: tuple[MetricSpec, list[Any]]) -> Iterator[Metric]:
+    for spec, points in families:
+        if not points:
+            continue
+        data: Sum | Gauge | Histogram
+        if spec.kind is contract.Kind.COUNTER:
+            data = Sum(data_points=points, aggregation_temporality=_CUMULATIVE, is_monotonic=True)
+        elif spec.kind is contract.Kind.HISTOGRAM:
+            data = Histogram(data_points=points, aggregation_temporality=_CUMULATIVE)
+        else:
+            data = Gauge(data_points=points)
+        yield Metric(name=spec.otel_name, description=spec.description, unit=spec.unit, data=data)
+
+
+_REGISTRY = Registry()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry every decorator and recorder writes to."""
+    return _REGISTRY

@@ -1,0 +1,53 @@
+"""Starlette / FastAPI glue: ``/metrics``, server spans, and one ``instrument_app(app)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from victor_otel import bootstrap
+from victor_otel.exposition import metrics_endpoint
+
+#: Paths that get no server span (probes and scrapes would drown the traces).
+EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed"
+
+
+def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
+    """Add ``/metrics`` to a Starlette or FastAPI app and trace its requests; returns ``app``.
+
+    >>> from starlette.applications import Starlette
+    >>> import victor_otel
+    >>> app = victor_otel.instrument_app(Starlette())
+    >>> sorted(r.path for r in app.routes)
+    ['/metrics']
+    """
+    if getattr(app.state, "victor_otel_instrumented", False):
+        return app  # calling it twice must not add routes or middleware twice
+    app.state.victor_otel_instrumented = True
+    app.add_route(metrics_path, metrics_endpoint(), methods=["GET", "HEAD"], include_in_schema=False)
+    telemetry = bootstrap.current()
+    tracer_provider = telemetry.tracer_provider if telemetry is not None else None
+    meter_provider = telemetry.meter_provider if telemetry is not None else None
+    if _is_fastapi(app):
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracer_provider, meter_provider=meter_provider, excluded_urls=EXCLUDED_URLS
+        )
+    else:
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            excluded_urls=EXCLUDED_URLS,
+        )
+    return app
+
+
+def _is_fastapi(app: Any) -> bool:
+    try:
+        from fastapi import FastAPI
+    except ImportError:
+        return False
+    return isinstance(app, FastAPI)
