@@ -16,7 +16,10 @@ Importing this package does no work: no thread, socket or file is created before
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from victor_otel import bootstrap as _bootstrap
 from victor_otel.bootstrap import Lifecycle, Telemetry, current
@@ -62,6 +65,7 @@ def init(
     cardinality_limit: int | None = None,
     window_seconds: float | None = None,
     shutdown_timeout: float | None = None,
+    span_exporters: Sequence[SpanExporter] = (),
 ) -> Telemetry:
     """Bootstrap tracing, metrics and logs for this process and return the :class:`Telemetry`.
 
@@ -69,9 +73,13 @@ def init(
     standard ``OTEL_*`` one), else its default; see the README's configuration table. Calling it again
     with the same settings returns the same object; with other settings it raises
     :class:`VictorOtelInitError`. A bad value raises :class:`VictorOtelConfigError` naming the setting.
+    ``span_exporters``: extra span exporters behind a synchronous processor (for example an
+    ``InMemorySpanExporter`` in tests); they switch tracing on even with ``traces_exporter="none"``.
     """
-    arguments: dict[str, Any] = {k: v for k, v in locals().items() if v is not None}
-    return _bootstrap.init(**arguments)
+    arguments: dict[str, Any] = {
+        k: v for k, v in locals().items() if v is not None and k != "span_exporters"
+    }
+    return _bootstrap.init(span_exporters, **arguments)
 
 
 def shutdown(timeout: float | None = None) -> bool:

@@ -36,7 +36,12 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider, sampling
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
@@ -298,8 +303,12 @@ def current() -> Telemetry | None:
     return _current
 
 
-def init(**arguments: Any) -> Telemetry:
-    """Bootstrap tracing, metrics and logs; see :func:`victor_otel.init` for the arguments."""
+def init(span_exporters: Sequence[SpanExporter] = (), **arguments: Any) -> Telemetry:
+    """Bootstrap tracing, metrics and logs; see :func:`victor_otel.init` for the arguments.
+
+    ``span_exporters`` are added with a synchronous processor (tests use an in-memory exporter); they
+    are not settings, so they take no part in the idempotence check.
+    """
     global _current, _atexit_registered
     settings = Settings.from_sources(arguments)
     with _lock:
@@ -316,7 +325,7 @@ def init(**arguments: Any) -> Telemetry:
             registry.configure(settings.cardinality_limit, settings.window_seconds)
         telemetry = Telemetry(settings, registry)
         if not settings.disabled:
-            _build_traces(telemetry)
+            _build_traces(telemetry, span_exporters)
             _build_metrics(telemetry)
             _build_logs(telemetry)
         if settings.metrics_port is not None and telemetry.prometheus_registry is not None:
@@ -340,7 +349,7 @@ def _set_tracer(tracer: trace.Tracer | None) -> None:
     decorators._runtime.tracer = tracer
 
 
-def _build_traces(telemetry: Telemetry) -> None:
+def _build_traces(telemetry: Telemetry, extra: Sequence[SpanExporter]) -> None:
     settings = telemetry.settings
     existing = trace.get_tracer_provider()
     foreign = not isinstance(existing, trace.ProxyTracerProvider) and id(existing) not in _installed
@@ -348,12 +357,14 @@ def _build_traces(telemetry: Telemetry) -> None:
         # The host application owns tracing: use its provider (and its exporters) as it is.
         _logger.info("victor_otel: reusing the TracerProvider the application installed (%r)", existing)
         telemetry.tracer_provider = existing
-    elif settings.traces_exporter == ("none",):
-        return
+    elif settings.traces_exporter == ("none",) and not extra:
+        return  # tracing off: the decorators create no span at all
     else:
         provider = TracerProvider(resource=telemetry.resource, sampler=_sampler(settings))
         for exporter in _span_exporters(settings):
             provider.add_span_processor(BatchSpanProcessor(exporter))
+        for exporter in extra:
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
         telemetry.tracer_provider = provider
         telemetry._owned_tracer_provider = True
         if isinstance(existing, trace.ProxyTracerProvider):

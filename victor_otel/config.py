@@ -292,3 +292,19 @@ class Settings:
             for f in fields(self)
             if f.compare and getattr(self, f.name) != getattr(other, f.name)
         ]
+
+
+def markdown_table() -> str:
+    """The configuration reference as a Markdown table (the README embeds it; a test keeps them equal)."""
+    rows = [
+        "| argument | environment (first wins) | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for option in OPTIONS:
+        default = option.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        shown = "—" if default in (None, {}) else f"`{default}`"
+        env = ", ".join(f"`{var}`" for var in option.env)
+        rows.append(f"| `{option.name}` | {env} | {shown} | {option.doc} |")
+    return "\n".join(rows) + "\n"

@@ -138,3 +138,14 @@ CONTRACT: tuple[MetricSpec, ...] = (
 def by_prometheus_name() -> dict[str, MetricSpec]:
     """Map every Prometheus sample name of the contract to its family."""
     return {sample: spec for spec in CONTRACT for sample in spec.sample_names}
+
+
+def markdown_table() -> str:
+    """The metric contract as a Markdown table (the README embeds it; a test keeps them equal)."""
+    rows = ["| Prometheus name | type | labels | unit | meaning |", "|---|---|---|---|---|"]
+    for spec in CONTRACT:
+        labels = ", ".join(f"`{label}`" for label in spec.labels) or "—"
+        rows.append(
+            f"| `{spec.prometheus_name}` | {spec.kind.value} | {labels} | {spec.unit or '—'} | {spec.description} |"
+        )
+    return "\n".join(rows) + "\n"
