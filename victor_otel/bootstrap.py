@@ -103,6 +103,14 @@ def merge_metrics(data: MetricsData | None, extra: list[Metric], resource: Resou
 class VictorPrometheusReader(_MergesProducers, PrometheusMetricReader):
     """The OTel Prometheus reader, on a private registry, with our pre-aggregated metrics merged in."""
 
+    _stopped = False
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        # Both our shutdown() and a foreign MeterProvider's may stop the reader: the second is a no-op.
+        if not self._stopped:
+            self._stopped = True
+            super().shutdown(timeout_millis, **kwargs)
+
 
 class VictorPeriodicReader(_MergesProducers, PeriodicExportingMetricReader):
     """The periodic (OTLP / console) reader with our pre-aggregated metrics merged in."""
@@ -124,7 +132,7 @@ class SerialRegistry(CollectorRegistry):
         super().__init__(auto_describe=False)
         self._serial = threading.Lock()
 
-    def collect(self) -> Iterator[PrometheusMetric]:  # type: ignore[override]
+    def collect(self) -> Iterator[PrometheusMetric]:
         with self._serial:
             return iter(list(super().collect()))
 
@@ -360,7 +368,9 @@ def _build_traces(telemetry: Telemetry, extra: Sequence[SpanExporter]) -> None:
     elif settings.traces_exporter == ("none",) and not extra:
         return  # tracing off: the decorators create no span at all
     else:
-        provider = TracerProvider(resource=telemetry.resource, sampler=_sampler(settings))
+        provider = TracerProvider(
+            resource=telemetry.resource, sampler=_sampler(settings), shutdown_on_exit=False
+        )
         for exporter in _span_exporters(settings):
             provider.add_span_processor(BatchSpanProcessor(exporter))
         for exporter in extra:
@@ -389,7 +399,9 @@ def _build_metrics(telemetry: Telemetry) -> None:
             existing.add_metric_reader(reader)
         telemetry.meter_provider = existing
     else:
-        provider = MeterProvider(resource=telemetry.resource, metric_readers=readers)
+        provider = MeterProvider(
+            resource=telemetry.resource, metric_readers=readers, shutdown_on_exit=False
+        )
         telemetry.meter_provider = provider
         telemetry._owned_meter_provider = True
         if proxy:
@@ -412,7 +424,7 @@ def _build_logs(telemetry: Telemetry) -> None:
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogExporter
 
-    provider = LoggerProvider(resource=telemetry.resource)
+    provider = LoggerProvider(resource=telemetry.resource, shutdown_on_exit=False)
     for name in settings.logs_exporter:
         if name == "otlp":
             exporter = _otlp("logs")(endpoint=f"{settings.otlp_endpoint}/v1/logs")
@@ -452,7 +464,7 @@ def shutdown(timeout: float | None = None) -> bool:
                     telemetry.meter_provider.shutdown(timeout_millis=deadline_ms)
                 elif telemetry.meter_provider is not None:
                     for reader in telemetry.readers:
-                        telemetry.meter_provider.remove_metric_reader(reader)  # type: ignore[attr-defined]
+                        telemetry.meter_provider.remove_metric_reader(reader)
                         reader.shutdown()
             except Exception:
                 _logger.exception("victor_otel: error while shutting down")

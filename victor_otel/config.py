@@ -103,7 +103,7 @@ def _number(
         if isinstance(value, bool):
             raise _fail(setting, value, accepted)
         try:
-            number = kind(value.strip()) if isinstance(value, str) else kind(value)  # type: ignore[arg-type]
+            number = kind(value.strip()) if isinstance(value, str) else kind(value)
         except (TypeError, ValueError, OverflowError):
             raise _fail(setting, value, accepted) from None
         if kind is int and isinstance(value, float) and not value.is_integer():

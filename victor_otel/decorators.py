@@ -17,6 +17,7 @@ not errors. Generators are timed over their whole iteration; the caller's contex
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -147,7 +148,7 @@ def _wrap(func: Callable[..., Any], coordinator: str, method: str) -> Callable[.
     site = CallSite(coordinator, method)
     target = func
     if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, functools.partial)):
-        target = getattr(type(func), "__call__", func)  # a callable object: its __call__ tells the shape
+        target = type(func).__call__  # a callable object: its __call__ tells the shape
     wrapper: Callable[..., Any]
     if inspect.isasyncgenfunction(target):
         wrapper = _wrap_async_gen(func, site)
@@ -157,10 +158,8 @@ def _wrap(func: Callable[..., Any], coordinator: str, method: str) -> Callable[.
         wrapper = _wrap_gen(func, site)
     else:
         wrapper = _wrap_sync(func, site)
-    try:
+    with contextlib.suppress(AttributeError, TypeError):
         functools.update_wrapper(wrapper, func)
-    except (AttributeError, TypeError):
-        pass
     if not hasattr(wrapper, "__name__"):
         wrapper.__name__ = method
     setattr(wrapper, _MARK, site)
@@ -388,7 +387,7 @@ def instrument(coordinator: str, method: str | None = None) -> Callable[[T], T]:
     return decorate
 
 
-class track:  # noqa: N801 - used like a function: ``with track("Chat", "retrieve"):``
+class track:
     """Time a block as ``coordinator.operation``, sync or async, with the same span and metrics.
 
     >>> import victor_otel

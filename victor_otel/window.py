@@ -115,8 +115,9 @@ class Window:
                     totals[i] += counts[i]
                 for i, count in enumerate(self._lat[index]):
                     latency[i] += count
-        # Until a whole window has passed, rates are per second of what was actually observed.
-        span = min(self.seconds, max(now - self._started, self._width))
+        # Until a whole window has passed, rates are per second actually observed (at least one second,
+        # so that a burst in the first milliseconds does not read as thousands of calls a second).
+        span = min(self.seconds, max(now - self._started, 1.0))
         return WindowStats(
             seconds=span,
             calls=totals[0],
