@@ -23,6 +23,7 @@ from tests.e2e.test_bundle_support import (
     RUNBOOK,
     alert_rules,
     load_dashboard,
+    metric_names,
     prometheus_targets,
     recording_rules,
     run,
@@ -53,18 +54,6 @@ THRESHOLDS = {
 
 #: Names outside the contract that the bundle may use.
 EXTRA_NAMES = {"victor_health_status", "up", "target_info"}
-
-SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
-VICTOR_NAME = re.compile(r"(?<![\w:])victor_[a-z0-9_]*[a-z0-9](?![\w:])")
-RECORDED_NAME = re.compile(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b")
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names an expression uses: selectors, every victor_* name, every level:metric:op name."""
-    names = set(VICTOR_NAME.findall(expr)) | set(RECORDED_NAME.findall(expr))
-    names |= {name for name in SELECTOR.findall(expr) if name not in ("by", "without", "on", "ignoring")}
-    return names
-
 
 def runbook_promql() -> list[str]:
     return re.findall(r"```promql\n(.*?)```", RUNBOOK.read_text(), flags=re.S)

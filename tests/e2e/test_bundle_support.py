@@ -107,3 +107,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
+VICTOR_NAME = re.compile(r"(?<![\w:])victor_[a-z0-9_]*[a-z0-9](?![\w:])")
+RECORDED_NAME = re.compile(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b")
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names an expression uses: selectors, every victor_* name, every level:metric:op name."""
+    names = set(VICTOR_NAME.findall(expr)) | set(RECORDED_NAME.findall(expr))
+    names |= {name for name in SELECTOR.findall(expr) if name not in ("by", "without", "on", "ignoring")}
+    return names
