@@ -30,6 +30,7 @@ from victor_otel.compat import (
     get_prometheus_exporter,
 )
 from victor_otel.config import Settings
+from victor_otel.context import RequestIdMiddleware, extract, get_request_id, inject, request_context
 from victor_otel.decorators import (
     coordinator,
     instrument,
@@ -40,6 +41,15 @@ from victor_otel.decorators import (
 )
 from victor_otel.errors import VictorOtelConfigError, VictorOtelError, VictorOtelInitError
 from victor_otel.exposition import MetricsServer, metrics_endpoint, render, start_metrics_server
+from victor_otel.logs import (
+    JsonFormatter,
+    Redactor,
+    TextFormatter,
+    get_coordinator_logger,
+    redact,
+    setup_coordinator_logging,
+    teardown_coordinator_logging,
+)
 from victor_otel.web import instrument_app
 
 __version__ = _bootstrap.__version__
@@ -92,27 +102,39 @@ def shutdown(timeout: float | None = None) -> bool:
 
 __all__ = [
     "CoordinatorMetricsCollector",
+    "JsonFormatter",
     "Lifecycle",
     "MetricsServer",
     "PrometheusExporter",
+    "Redactor",
+    "RequestIdMiddleware",
     "Settings",
     "Telemetry",
+    "TextFormatter",
     "VictorOtelConfigError",
     "VictorOtelError",
     "VictorOtelInitError",
     "coordinator",
     "current",
+    "extract",
+    "get_coordinator_logger",
     "get_coordinator_metrics_collector",
     "get_prometheus_exporter",
+    "get_request_id",
     "init",
+    "inject",
     "instrument",
     "instrument_app",
     "metrics_endpoint",
     "record_cache_hit",
     "record_cache_miss",
     "record_event",
+    "redact",
     "render",
+    "request_context",
+    "setup_coordinator_logging",
     "shutdown",
     "start_metrics_server",
+    "teardown_coordinator_logging",
     "track",
 ]

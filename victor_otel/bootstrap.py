@@ -345,10 +345,23 @@ def init(span_exporters: Sequence[SpanExporter] = (), **arguments: Any) -> Telem
         telemetry.lifecycle = Lifecycle.READY
         _current = telemetry
         _set_tracer(telemetry.tracer)
+        if not settings.disabled:
+            _set_propagator()
         if not _atexit_registered:
             atexit.register(_shutdown_at_exit)
             _atexit_registered = True
         return telemetry
+
+
+def _set_propagator() -> None:
+    """tracecontext + baggage globally, so request IDs travel beside traceparent; OTEL_PROPAGATORS wins."""
+    if os.environ.get("OTEL_PROPAGATORS", "").strip():
+        return
+    from opentelemetry import propagate
+
+    from victor_otel.context import PROPAGATOR
+
+    propagate.set_global_textmap(PROPAGATOR)
 
 
 def _set_tracer(tracer: trace.Tracer | None) -> None:

@@ -21,6 +21,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
 from time import perf_counter
 from types import TracebackType
@@ -31,6 +32,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from victor_otel.errors import VictorOtelConfigError
+from victor_otel.logs import redact
 from victor_otel.registry import CoordinatorState, MethodSeries, Registry, get_registry
 
 _logger = logging.getLogger("victor_otel")
@@ -133,10 +135,22 @@ def _annotate(span: Span, exc: BaseException | None) -> None:
     elif isinstance(exc, Exception):
         span.set_attribute("victor.outcome", OUTCOME_ERROR)
         span.set_attribute("error.type", type(exc).__qualname__)
-        span.record_exception(exc, escaped=True)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        # Exception messages and tracebacks can hold secrets: they go out redacted, like log records.
+        message = redact(_exception_text(exc))
+        stack = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        span.record_exception(
+            exc, attributes={"exception.message": message, "exception.stacktrace": stack}, escaped=True
+        )
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
     else:
         span.set_attribute("victor.outcome", OUTCOME_CANCELLED)
+
+
+def _exception_text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unrepresentable {type(exc).__qualname__}>"
 
 
 # -- wrappers, one per shape -----------------------------------------------------------------------

@@ -1,0 +1,243 @@
+"""Request IDs as trace context: one ID per request, carried in W3C baggage beside ``traceparent``.
+
+The request ID lives in the OpenTelemetry context as the baggage entry ``request_id``, so everything that
+propagates trace context (the instrumented httpx client, :func:`inject` / :func:`extract` for queues)
+carries it to the next service, and every log record written in the request carries it too.
+
+At the HTTP edge, :class:`RequestIdMiddleware` (added by ``instrument_app``) accepts ``X-Request-ID``
+only when it is a sane token (at most 128 characters of ``[A-Za-z0-9._:-]``), else takes the one that
+arrived in baggage, else generates one; it puts the ID in baggage and on the server span
+(``victor.request_id``) and echoes it in the response's ``X-Request-ID``.
+
+Everything that is not HTTP uses :func:`request_context`:
+
+>>> from victor_otel import request_context, get_request_id, inject, extract
+>>> with request_context("job-42"):
+...     get_request_id()
+'job-42'
+>>> with request_context("job-42"):
+...     headers = inject({})              # put on the queue message beside the payload
+>>> sorted(headers)
+['baggage']
+>>> with request_context(parent=extract(headers)) as request_id:   # in the consumer
+...     request_id
+'job-42'
+>>> get_request_id() is None
+True
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import MutableMapping
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import baggage, trace
+from opentelemetry import context as otel_context
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: The baggage entry (and log field) holding the request ID.
+BAGGAGE_KEY = "request_id"
+#: The HTTP header accepted at the edge and echoed in responses.
+HEADER = "X-Request-ID"
+#: The server span attribute holding the request ID.
+SPAN_ATTRIBUTE = "victor.request_id"
+MAX_LENGTH = 128
+
+_HEADER_BYTES = HEADER.lower().encode("ascii")
+_SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SCOPE_KEY = "victor_otel.request_id"  # the outer echo layer's holder, in the ASGI scope
+
+#: tracecontext + baggage, the propagator ``init()`` installs globally; inject / extract always use it.
+PROPAGATOR: TextMapPropagator = CompositePropagator(
+    [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
+)
+
+
+def valid_request_id(value: object) -> str | None:
+    """``value`` if it is a sane request ID (at most 128 characters of ``[A-Za-z0-9._:-]``), else ``None``.
+
+    >>> valid_request_id("abc-123"), valid_request_id('{"level": "ERROR"}'), valid_request_id("x" * 129)
+    ('abc-123', None, None)
+    """
+    if type(value) is str and len(value) <= MAX_LENGTH and _SANE.fullmatch(value) is not None:
+        return value
+    return None
+
+
+def new_request_id() -> str:
+    """A fresh request ID: 32 random hexadecimal characters."""
+    return uuid.uuid4().hex
+
+
+def get_request_id(context: Context | None = None) -> str | None:
+    """The request ID of the current (or given) context, or ``None`` outside any request."""
+    return valid_request_id(baggage.get_baggage(BAGGAGE_KEY, context))
+
+
+def with_request_id(request_id: str, context: Context | None = None) -> Context:
+    """``context`` (default: the current one) with ``request_id`` in its baggage."""
+    return baggage.set_baggage(BAGGAGE_KEY, request_id, context)
+
+
+def inject(carrier: MutableMapping[str, str] | None = None, context: Context | None = None) -> MutableMapping[str, str]:
+    """Write the current trace context and baggage (request ID included) into ``carrier``; return it.
+
+    For queue messages, job payloads and HTTP clients that are not instrumented: the headers are the
+    W3C ones (``traceparent``, ``tracestate``, ``baggage``).
+    """
+    carrier = {} if carrier is None else carrier
+    PROPAGATOR.inject(carrier, context)
+    return carrier
+
+
+def extract(carrier: Any) -> Context:
+    """The context carried by ``carrier`` (a mapping of headers): remote parent span and baggage.
+
+    A request ID that is not a sane token is dropped (the next :func:`request_context` makes a new one).
+    Use it with ``request_context(parent=extract(headers))``, or ``opentelemetry.context.attach``.
+    """
+    context = PROPAGATOR.extract(carrier)
+    carried = baggage.get_baggage(BAGGAGE_KEY, context)
+    if carried is not None and valid_request_id(carried) is None:
+        context = baggage.remove_baggage(BAGGAGE_KEY, context)
+    return context
+
+
+class request_context:
+    """Run a block inside a request: the request ID goes into baggage (and so into logs and outgoing calls).
+
+    ``request_id``: used when it is a sane token; otherwise (or when ``None``) the one already in the
+    context is kept, else a new one is generated. ``parent``: a context to run in, typically
+    ``extract(headers)`` from a queue message. Works with ``with`` and ``async with``; the value bound
+    by ``as`` is the request ID in force.
+
+    >>> async def handle():
+    ...     async with request_context() as request_id:
+    ...         return request_id == get_request_id()
+    >>> import asyncio; asyncio.run(handle())
+    True
+    """
+
+    __slots__ = ("_parent", "_request_id", "_token")
+
+    def __init__(self, request_id: str | None = None, *, parent: Context | None = None) -> None:
+        self._request_id = request_id
+        self._parent = parent
+        self._token: object = None
+
+    def __enter__(self) -> str:
+        base = otel_context.get_current() if self._parent is None else self._parent
+        request_id = valid_request_id(self._request_id) or get_request_id(base) or new_request_id()
+        self._token = otel_context.attach(with_request_id(request_id, base))
+        return request_id
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
+
+    async def __aenter__(self) -> str:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+# -- ASGI -------------------------------------------------------------------------------------------
+
+
+def _with_header(message: Message, request_id: str) -> Message:
+    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _HEADER_BYTES]
+    headers.append((_HEADER_BYTES, request_id.encode("ascii")))
+    return {**message, "headers": headers}
+
+
+class RequestIdMiddleware:
+    """ASGI middleware: choose the request ID, put it in baggage and on the server span, echo it.
+
+    Place it inside the OpenTelemetry server middleware (``instrument_app`` does), so that the server
+    span is current and the incoming ``traceparent`` / ``baggage`` are already extracted. The ID is the
+    incoming ``X-Request-ID`` when it is a sane token, else the ``request_id`` that arrived in baggage
+    when sane, else a new one. Anything else in the header is ignored: it never reaches a log.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope.get("headers", ()):
+            if name == _HEADER_BYTES:
+                if len(value) <= MAX_LENGTH:
+                    request_id = valid_request_id(value.decode("latin-1"))
+                break
+        request_id = request_id or get_request_id() or new_request_id()
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(SPAN_ATTRIBUTE, request_id)
+        holder = scope.get(_SCOPE_KEY)
+        if isinstance(holder, list):
+            holder.append(request_id)  # the outer echo layer adds the header, even to error responses
+            inner_send = send
+        else:
+
+            async def inner_send(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    message = _with_header(message, request_id)
+                await send(message)
+
+        token = otel_context.attach(with_request_id(request_id))
+        try:
+            await self.app(scope, receive, inner_send)
+        finally:
+            otel_context.detach(token)
+
+
+class RequestIdEchoMiddleware:
+    """Outermost ASGI layer: echo the request ID chosen further in, on every response.
+
+    Responses written by layers outside :class:`RequestIdMiddleware` (Starlette's
+    ``ServerErrorMiddleware`` turning an unhandled exception into a 500) get the header too.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        holder: list[str] = []
+
+        async def echo(message: Message) -> None:
+            if message["type"] == "http.response.start" and holder:
+                message = _with_header(message, holder[-1])
+            await send(message)
+
+        await self.app({**scope, _SCOPE_KEY: holder}, receive, echo)
+
+
+def echo_request_id(app: Any) -> None:
+    """Wrap a Starlette app's middleware stack in :class:`RequestIdEchoMiddleware` (once its stack is built).
+
+    Call it after every other change to ``build_middleware_stack`` (``FastAPIInstrumentor`` patches it).
+    """
+    build = app.build_middleware_stack
+
+    def build_with_echo() -> ASGIApp:
+        return RequestIdEchoMiddleware(build())
+
+    app.build_middleware_stack = build_with_echo
