@@ -35,7 +35,7 @@ from opentelemetry.sdk.metrics.export import (
     ScopeMetrics,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider, sampling
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -311,11 +311,15 @@ def current() -> Telemetry | None:
     return _current
 
 
-def init(span_exporters: Sequence[SpanExporter] = (), **arguments: Any) -> Telemetry:
+def init(
+    span_exporters: Sequence[SpanExporter] = (), *, span_processors: Sequence[SpanProcessor] = (), **arguments: Any
+) -> Telemetry:
     """Bootstrap tracing, metrics and logs; see :func:`victor_otel.init` for the arguments.
 
     ``span_exporters`` are added with a synchronous processor (tests use an in-memory exporter); they
-    are not settings, so they take no part in the idempotence check.
+    are not settings, so they take no part in the idempotence check. ``span_processors`` are added as
+    they are (the benchmarks use a ``BatchSpanProcessor`` to a discarding exporter); like
+    ``span_exporters`` they switch tracing on and are not settings.
     """
     global _current, _atexit_registered
     settings = Settings.from_sources(arguments)
@@ -333,7 +337,7 @@ def init(span_exporters: Sequence[SpanExporter] = (), **arguments: Any) -> Telem
             registry.configure(settings.cardinality_limit, settings.window_seconds)
         telemetry = Telemetry(settings, registry)
         if not settings.disabled:
-            _build_traces(telemetry, span_exporters)
+            _build_traces(telemetry, span_exporters, span_processors)
             _build_metrics(telemetry)
             _build_logs(telemetry)
         if settings.metrics_port is not None and telemetry.prometheus_registry is not None:
@@ -370,7 +374,9 @@ def _set_tracer(tracer: trace.Tracer | None) -> None:
     decorators._runtime.tracer = tracer
 
 
-def _build_traces(telemetry: Telemetry, extra: Sequence[SpanExporter]) -> None:
+def _build_traces(
+    telemetry: Telemetry, extra: Sequence[SpanExporter], processors: Sequence[SpanProcessor] = ()
+) -> None:
     settings = telemetry.settings
     existing = trace.get_tracer_provider()
     foreign = not isinstance(existing, trace.ProxyTracerProvider) and id(existing) not in _installed
@@ -378,7 +384,7 @@ def _build_traces(telemetry: Telemetry, extra: Sequence[SpanExporter]) -> None:
         # The host application owns tracing: use its provider (and its exporters) as it is.
         _logger.info("victor_otel: reusing the TracerProvider the application installed (%r)", existing)
         telemetry.tracer_provider = existing
-    elif settings.traces_exporter == ("none",) and not extra:
+    elif settings.traces_exporter == ("none",) and not extra and not processors:
         return  # tracing off: the decorators create no span at all
     else:
         provider = TracerProvider(
@@ -388,6 +394,8 @@ def _build_traces(telemetry: Telemetry, extra: Sequence[SpanExporter]) -> None:
             provider.add_span_processor(BatchSpanProcessor(exporter))
         for exporter in extra:
             provider.add_span_processor(SimpleSpanProcessor(exporter))
+        for processor in processors:
+            provider.add_span_processor(processor)
         telemetry.tracer_provider = provider
         telemetry._owned_tracer_provider = True
         if isinstance(existing, trace.ProxyTracerProvider):

@@ -1,0 +1,103 @@
+"""P5: 1,000,000 calls over 100,000 distinct method names stay within the cardinality cap.
+
+``track("BenchCoordinator", name)`` with 100,000 names, 1,000,000 calls, metrics only, default cap
+(1,000). Checked afterwards: ``/metrics`` shows exactly cap + 1 ``executions_total`` series (the extra
+one being the ``otel_metric_overflow="true"`` series), every call is counted, and resident memory grew
+by at most 20 MB (psutil RSS, after ``gc.collect()``, the name list built before the first reading).
+
+It runs in a child process (``python -m benchmarks.bench_cardinality --child``) so that the RSS figure is
+this case's own, not what earlier cases left in the allocator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import subprocess
+import sys
+from pathlib import Path
+from time import perf_counter
+
+from benchmarks.harness import Result
+
+CALLS, NAMES, CAP, GROWTH_MB = 1_000_000, 100_000, 1_000, 20.0
+EXECUTIONS = "victor_coordinator_executions_total"
+
+
+def _child(calls: int, names: int) -> dict[str, float]:
+    import psutil
+    from prometheus_client.parser import text_string_to_metric_families
+
+    import victor_otel
+
+    victor_otel.init(service_name="bench", traces_exporter="none", cardinality_limit=CAP)
+    method_names = [f"method_{i}" for i in range(names)]
+    for name in method_names[:10]:  # warm every code path once before the first reading
+        with victor_otel.track("BenchCoordinator", name):
+            pass
+    victor_otel.render()
+    gc.collect()
+    process = psutil.Process()
+    before = process.memory_info().rss
+    start = perf_counter()
+    for i in range(calls):
+        with victor_otel.track("BenchCoordinator", method_names[i % names]):
+            pass
+    elapsed = perf_counter() - start
+    body = victor_otel.render()[0].decode()
+    gc.collect()
+    after = process.memory_info().rss
+    series = 0
+    counted = 0.0
+    overflow = 0
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == EXECUTIONS:
+                series += 1
+                counted += sample.value
+                overflow += sample.labels.get("otel_metric_overflow") == "true"
+    victor_otel.shutdown()
+    return {
+        "growth_mb": (after - before) / 2**20, "series": series, "overflow_series": overflow,
+        "counted": counted - 10, "calls": calls, "per_call_s": elapsed / calls,
+    }
+
+
+def run(quick: bool) -> list[Result]:
+    calls, names = (20_000, 2_000) if quick else (CALLS, NAMES)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_cardinality", "--child", str(calls), str(names)],
+        capture_output=True, text=True, timeout=600, check=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    ok = (
+        m["growth_mb"] <= GROWTH_MB and m["series"] == CAP + 1 and m["overflow_series"] == 1
+        and m["counted"] == m["calls"]
+    )
+    return [
+        Result(
+            case="P5", what=f"{calls:,} calls over {names:,} method names: RSS growth",
+            ours=m["growth_mb"], anchor=None, target=f"<= {GROWTH_MB:g} MB, {CAP + 1} series",
+            passed=ok, rounds=1, unit="MB",
+            note=f"{int(m['series'])} series ({int(m['overflow_series'])} overflow), "
+            f"{m['per_call_s'] * 1e6:.1f} us/call",
+        )
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", action="store_true")
+    parser.add_argument("calls", type=int, nargs="?", default=CALLS)
+    parser.add_argument("names", type=int, nargs="?", default=NAMES)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_child(args.calls, args.names)))
+    else:
+        for result in run(quick=False):
+            print(result)
+
+
+if __name__ == "__main__":
+    main()

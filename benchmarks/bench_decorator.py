@@ -1,0 +1,135 @@
+"""P1 / P2 (sync and async): the cost of one decorated coordinator call against hand-written anchors.
+
+- P1: ``@coordinator`` with tracing on (always_on sampler, ``BatchSpanProcessor`` to an exporter that
+  discards) and every metric, against a bare ``tracer.start_as_current_span`` around the same function
+  on the same provider. Target: ratio <= 1.15.
+- P2: ``@coordinator`` with tracing off (metrics only), against what a prometheus_client user writes by
+  hand: ``perf_counter`` around the call, then a pre-bound ``Counter.labels(...).inc()`` and
+  ``Histogram.labels(...).observe()`` (same buckets). Target: ratio <= 1.0.
+
+The async variants await an ``async def`` method inside one running event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+import victor_otel
+from benchmarks.harness import Result, compare, compare_async, ratio_result, rounds_for
+from victor_otel import bootstrap
+from victor_otel.instruments import LATENCY_BUCKETS
+from victor_otel.registry import get_registry
+
+COORDINATOR, METHOD = "BenchCoordinator", "step"
+P1_LIMIT, P2_LIMIT = 1.15, 1.0
+
+
+class DiscardingSpanExporter(SpanExporter):
+    """Accepts every batch and keeps nothing: the export itself costs nothing."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _step(x: int) -> int:
+    return x
+
+
+async def _astep(x: int) -> int:
+    return x
+
+
+def _ours_sync() -> Callable[[int], int]:
+    return victor_otel.instrument(COORDINATOR, METHOD)(_step)
+
+
+def _ours_async() -> Callable[[int], Awaitable[int]]:
+    return victor_otel.instrument(COORDINATOR, METHOD)(_astep)
+
+
+def _span_anchor(tracer: Any) -> tuple[Callable[[int], int], Callable[[int], Awaitable[int]]]:
+    name = f"{COORDINATOR}.{METHOD}"
+
+    def anchor(x: int) -> int:
+        with tracer.start_as_current_span(name):
+            return _step(x)
+
+    async def aanchor(x: int) -> int:
+        with tracer.start_as_current_span(name):
+            return await _astep(x)
+
+    return anchor, aanchor
+
+
+def _prometheus_anchor() -> tuple[Callable[[int], int], Callable[[int], Awaitable[int]]]:
+    registry = CollectorRegistry()
+    labels = ("coordinator", "method")
+    calls = Counter("bench_executions", "calls", labels, registry=registry).labels(COORDINATOR, METHOD)
+    latency = Histogram(
+        "bench_latency_seconds", "latency", labels, buckets=LATENCY_BUCKETS, registry=registry
+    ).labels(COORDINATOR, METHOD)
+
+    def anchor(x: int) -> int:
+        start = perf_counter()
+        try:
+            return _step(x)
+        finally:
+            calls.inc()
+            latency.observe(perf_counter() - start)
+
+    async def aanchor(x: int) -> int:
+        start = perf_counter()
+        try:
+            return await _astep(x)
+        finally:
+            calls.inc()
+            latency.observe(perf_counter() - start)
+
+    return anchor, aanchor
+
+
+def _fresh(**settings: Any) -> bootstrap.Telemetry:
+    victor_otel.shutdown()
+    get_registry().reset()
+    return bootstrap.init(**settings)
+
+
+def run(quick: bool) -> list[Result]:
+    rounds = rounds_for(quick)
+    traced_n = 50 if quick else 4_000
+    metrics_n = 200 if quick else 20_000
+    results: list[Result] = []
+    try:
+        telemetry = _fresh(
+            service_name="bench", traces_exporter="none", sampler="always_on",
+            span_processors=[BatchSpanProcessor(DiscardingSpanExporter())],
+        )
+        ours, aours = _ours_sync(), _ours_async()
+        anchor, aanchor = _span_anchor(telemetry.tracer_provider.get_tracer("bench"))
+        c = compare(lambda: ours(1), lambda: anchor(1), number=traced_n, rounds=rounds)
+        results.append(ratio_result("P1", "call, tracing on + metrics vs start_as_current_span", c, P1_LIMIT))
+        c = compare_async(lambda: aours(1), lambda: aanchor(1), number=traced_n, rounds=rounds)
+        results.append(ratio_result("P1 async", "async call, tracing on + metrics vs start_as_current_span",
+                                    c, P1_LIMIT))
+
+        _fresh(service_name="bench", traces_exporter="none")
+        ours, aours = _ours_sync(), _ours_async()
+        anchor, aanchor = _prometheus_anchor()
+        c = compare(lambda: ours(1), lambda: anchor(1), number=metrics_n, rounds=rounds)
+        results.append(ratio_result("P2", "call, metrics only vs prometheus_client inc + observe", c, P2_LIMIT))
+        c = compare_async(lambda: aours(1), lambda: aanchor(1), number=metrics_n, rounds=rounds)
+        results.append(ratio_result("P2 async", "async call, metrics only vs prometheus_client inc + observe",
+                                    c, P2_LIMIT))
+    finally:
+        victor_otel.shutdown()
+        get_registry().reset()
+    return results

@@ -1,0 +1,61 @@
+"""Import: ``import victor_otel`` against the OTel SDK trace + metrics modules and the Prometheus exporter.
+
+Each round starts two fresh interpreters (order alternating) that time the import statement itself with
+``perf_counter`` (interpreter start-up excluded). The child importing victor_otel also reports how many
+threads exist afterwards: importing must create none. Target: ratio <= 1.2 and one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.harness import Result, compare_rounds, rounds_for
+
+LIMIT = 1.2
+OURS = "import victor_otel"
+ANCHOR = "import opentelemetry.sdk.trace, opentelemetry.sdk.metrics, opentelemetry.exporter.prometheus"
+_CHILD = (
+    "import threading, time, json\n"
+    "start = time.perf_counter()\n"
+    "{statement}\n"
+    "elapsed = time.perf_counter() - start\n"
+    "print(json.dumps([elapsed, threading.active_count()]))\n"
+)
+
+
+def _time_import(statement: str) -> tuple[float, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD.format(statement=statement)],
+        capture_output=True, text=True, timeout=60, check=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    elapsed, threads = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(elapsed), int(threads)
+
+
+def run(quick: bool) -> list[Result]:
+    threads: list[int] = []
+
+    def one_round(i: int) -> tuple[float, float]:
+        if i % 2:
+            anchor, _ = _time_import(ANCHOR)
+            ours, n = _time_import(OURS)
+        else:
+            ours, n = _time_import(OURS)
+            anchor, _ = _time_import(ANCHOR)
+        threads.append(n)
+        return ours, anchor
+
+    _time_import(OURS)  # warm the file-system cache and .pyc files
+    _time_import(ANCHOR)
+    c = compare_rounds(one_round, rounds_for(quick))
+    no_thread = max(threads) == 1
+    return [
+        Result(
+            case="import", what="import victor_otel vs OTel SDK trace + metrics + Prometheus exporter",
+            ours=c.ours, anchor=c.anchor, target=f"<= {LIMIT:g}, no thread", passed=c.ratio <= LIMIT and no_thread,
+            rounds=c.rounds, ratio=c.ratio, note=f"threads after import: {max(threads)}",
+        )
+    ]

@@ -1,0 +1,132 @@
+"""What every case returns, and paired timing of our code against its anchor.
+
+Timing on a noisy 2-core machine: absolute figures drift by tens of percent between runs, ratios much
+less when both sides are timed in the same process, round after round. So :func:`compare` interleaves
+the two sides (alternating which goes first), and reports the median of the per-round ratios beside
+the median time per call of each side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import statistics
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from time import perf_counter
+
+#: Rounds per case in a full run; ``--quick`` runs 2.
+ROUNDS = 15
+QUICK_ROUNDS = 2
+
+
+@dataclass(frozen=True)
+class Result:
+    """One line of the table: our figure, the anchor's, and whether the target is met."""
+
+    case: str  # short id: "P1", "P2 async", "import"
+    what: str  # one line: what is measured and against what
+    ours: float  # seconds per operation when unit == "s", else a quantity in ``unit``
+    anchor: float | None  # the anchor's figure in the same unit; None for absolute targets
+    target: str  # "<= 1.15" (a ratio), or an absolute goal such as "<= 20 MB"
+    passed: bool
+    rounds: int
+    unit: str = "s"
+    ratio: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ours: float  # median seconds per call
+    anchor: float
+    ratio: float  # median of the per-round ratios ours / anchor
+    rounds: int
+
+
+def ratio_result(case: str, what: str, c: Comparison, limit: float, note: str = "") -> Result:
+    """A Result for a ratio target ``ours / anchor <= limit``."""
+    return Result(
+        case=case, what=what, ours=c.ours, anchor=c.anchor, target=f"<= {limit:g}",
+        passed=c.ratio <= limit, rounds=c.rounds, ratio=c.ratio, note=note,
+    )
+
+
+def rounds_for(quick: bool) -> int:
+    return QUICK_ROUNDS if quick else ROUNDS
+
+
+def _time_calls(func: Callable[[], object], number: int) -> float:
+    start = perf_counter()
+    for _ in itertools.repeat(None, number):
+        func()
+    return (perf_counter() - start) / number
+
+
+def _summarise(pairs: list[tuple[float, float]]) -> Comparison:
+    return Comparison(
+        ours=statistics.median(o for o, _ in pairs),
+        anchor=statistics.median(a for _, a in pairs),
+        ratio=statistics.median(o / a for o, a in pairs),
+        rounds=len(pairs),
+    )
+
+
+def compare(
+    ours: Callable[[], object], anchor: Callable[[], object], *, number: int, rounds: int, warmup: bool = True
+) -> Comparison:
+    """Time ``number`` calls of each side per round, ``rounds`` times, sides alternating first."""
+    if warmup:
+        _time_calls(ours, max(1, number // 10))
+        _time_calls(anchor, max(1, number // 10))
+    pairs: list[tuple[float, float]] = []
+    for i in range(rounds):
+        gc.collect()
+        if i % 2:
+            a = _time_calls(anchor, number)
+            o = _time_calls(ours, number)
+        else:
+            o = _time_calls(ours, number)
+            a = _time_calls(anchor, number)
+        pairs.append((o, a))
+    return _summarise(pairs)
+
+
+async def _time_awaits(func: Callable[[], Awaitable[object]], number: int) -> float:
+    start = perf_counter()
+    for _ in itertools.repeat(None, number):
+        await func()
+    return (perf_counter() - start) / number
+
+
+def compare_async(
+    ours: Callable[[], Awaitable[object]],
+    anchor: Callable[[], Awaitable[object]],
+    *,
+    number: int,
+    rounds: int,
+) -> Comparison:
+    """:func:`compare` for coroutine functions, awaited one after another inside one running loop."""
+
+    async def main() -> Comparison:
+        await _time_awaits(ours, max(1, number // 10))
+        await _time_awaits(anchor, max(1, number // 10))
+        pairs: list[tuple[float, float]] = []
+        for i in range(rounds):
+            gc.collect()
+            if i % 2:
+                a = await _time_awaits(anchor, number)
+                o = await _time_awaits(ours, number)
+            else:
+                o = await _time_awaits(ours, number)
+                a = await _time_awaits(anchor, number)
+            pairs.append((o, a))
+        return _summarise(pairs)
+
+    return asyncio.run(main())
+
+
+def compare_rounds(round_pair: Callable[[int], tuple[float, float]], rounds: int) -> Comparison:
+    """Summarise ``rounds`` calls of ``round_pair(i) -> (ours, anchor)`` for cases that time themselves."""
+    return _summarise([round_pair(i) for i in range(rounds)])
