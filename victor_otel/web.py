@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from victor_otel import bootstrap
+from victor_otel.context import RequestIdMiddleware, echo_request_id
 from victor_otel.exposition import metrics_endpoint
 
 #: Paths that get no server span (probes and scrapes would drown the traces).
@@ -27,6 +28,8 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
     telemetry = bootstrap.current()
     tracer_provider = telemetry.tracer_provider if telemetry is not None else None
     meter_provider = telemetry.meter_provider if telemetry is not None else None
+    # Added before the server-span middleware, so it runs inside it: the request ID lands on that span.
+    app.add_middleware(RequestIdMiddleware)
     if _is_fastapi(app):
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
@@ -42,6 +45,7 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
             meter_provider=meter_provider,
             excluded_urls=EXCLUDED_URLS,
         )
+    echo_request_id(app)  # outermost: X-Request-ID on every response, unhandled-error 500s included
     return app
 
 
