@@ -248,6 +248,7 @@ USER_TESTS = '''
 
     def test_after_capotel_nothing_is_left(capsys):
         import logging
+        import signal
 
         import victor_otel
         from victor_otel import bootstrap
@@ -256,6 +257,7 @@ USER_TESTS = '''
         assert victor_otel.current() is None
         assert bootstrap.init.__module__ == "victor_otel.bootstrap"  # the real init() again
         assert get_registry().all_coordinators() == []
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # init() installed a flush handler; undone
         assert not [h for h in logging.getLogger().handlers if type(h).__name__ == "_LogCapture"]
         ToolCoordinator().run("ls")  # spans of the global tracer go nowhere now, and nothing breaks
 '''

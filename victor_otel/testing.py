@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+import signal
+import threading
 import warnings
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -349,6 +351,8 @@ def capotel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     real_shutdown = bootstrap.shutdown
     real_shutdown()
     get_registry().reset()
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None  # init() may install a handler
     exporter = InMemorySpanExporter()
     telemetry = victor_otel.init(
         span_exporters=[exporter],
@@ -397,6 +401,8 @@ def capotel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
             logging.getLogger(None if name == "root" else name).setLevel(level)
         real_shutdown()
         get_registry().reset()
+        if sigterm is not None and signal.getsignal(signal.SIGTERM) is not sigterm:
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def pytest_configure(config: pytest.Config) -> None:
