@@ -41,6 +41,16 @@ from victor_otel.decorators import (
 )
 from victor_otel.errors import VictorOtelConfigError, VictorOtelError, VictorOtelInitError
 from victor_otel.exposition import MetricsServer, metrics_endpoint, render, start_metrics_server
+from victor_otel.health import (
+    HealthReport,
+    Thresholds,
+    add_health_check,
+    check_health,
+    get_health,
+    remove_health_check,
+    set_health_thresholds,
+    setup_health_endpoints,
+)
 from victor_otel.logs import (
     JsonFormatter,
     Redactor,
@@ -75,6 +85,18 @@ def init(
     cardinality_limit: int | None = None,
     window_seconds: float | None = None,
     shutdown_timeout: float | None = None,
+    health_error_rate_warn: float | None = None,
+    health_error_rate_fail: float | None = None,
+    health_min_calls: int | None = None,
+    health_latency_p95_warn: float | None = None,
+    health_latency_p95_fail: float | None = None,
+    health_memory_warn_bytes: int | None = None,
+    health_memory_fail_bytes: int | None = None,
+    health_cpu_warn_percent: float | None = None,
+    health_cache_ttl: float | None = None,
+    health_check_timeout: float | None = None,
+    health_max_loop_lag: float | None = None,
+    health_token: str | None = None,
     span_exporters: Sequence[SpanExporter] = (),
 ) -> Telemetry:
     """Bootstrap tracing, metrics and logs for this process and return the :class:`Telemetry`.
@@ -89,7 +111,9 @@ def init(
     arguments: dict[str, Any] = {
         k: v for k, v in locals().items() if v is not None and k != "span_exporters"
     }
-    return _bootstrap.init(span_exporters, **arguments)
+    telemetry = _bootstrap.init(span_exporters, **arguments)
+    get_health().attach(telemetry)  # victor_health_status in every collection from now on
+    return telemetry
 
 
 def shutdown(timeout: float | None = None) -> bool:
@@ -102,6 +126,7 @@ def shutdown(timeout: float | None = None) -> bool:
 
 __all__ = [
     "CoordinatorMetricsCollector",
+    "HealthReport",
     "JsonFormatter",
     "Lifecycle",
     "MetricsServer",
@@ -111,14 +136,18 @@ __all__ = [
     "Settings",
     "Telemetry",
     "TextFormatter",
+    "Thresholds",
     "VictorOtelConfigError",
     "VictorOtelError",
     "VictorOtelInitError",
+    "add_health_check",
+    "check_health",
     "coordinator",
     "current",
     "extract",
     "get_coordinator_logger",
     "get_coordinator_metrics_collector",
+    "get_health",
     "get_prometheus_exporter",
     "get_request_id",
     "init",
@@ -130,9 +159,12 @@ __all__ = [
     "record_cache_miss",
     "record_event",
     "redact",
+    "remove_health_check",
     "render",
     "request_context",
+    "set_health_thresholds",
     "setup_coordinator_logging",
+    "setup_health_endpoints",
     "shutdown",
     "start_metrics_server",
     "teardown_coordinator_logging",

@@ -207,9 +207,49 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_timeout", ("VICTOR_OTEL_SHUTDOWN_TIMEOUT",), 5.0,
            _number(float, 0.0, 600.0, min_exclusive=True),
            "Seconds shutdown() (and interpreter exit) may spend flushing spans, metrics and logs."),
+    # Health thresholds: declared here once; health.DEFAULT_THRESHOLDS and the alert rules follow them.
+    Option("health_error_rate_warn", ("VICTOR_OTEL_HEALTH_ERROR_RATE_WARN",), 0.01, _number(float, 0.0, 1.0),
+           "Health: a coordinator's error rate over the window above this warns (0 to 1)."),
+    Option("health_error_rate_fail", ("VICTOR_OTEL_HEALTH_ERROR_RATE_FAIL",), 0.05, _number(float, 0.0, 1.0),
+           "Health: a coordinator's error rate over the window above this fails (0 to 1)."),
+    Option("health_min_calls", ("VICTOR_OTEL_HEALTH_MIN_CALLS",), 20, _number(int, 1, 1_000_000),
+           "Health: calls a coordinator needs in the window before its error rate or latency can fail "
+           "(fewer can still warn)."),
+    Option("health_latency_p95_warn", ("VICTOR_OTEL_HEALTH_LATENCY_P95_WARN",), 5.0,
+           _number(float, 0.0, 86_400.0, min_exclusive=True),
+           "Health: a coordinator's p95 latency over the window above this many seconds warns."),
+    Option("health_latency_p95_fail", ("VICTOR_OTEL_HEALTH_LATENCY_P95_FAIL",), 15.0,
+           _number(float, 0.0, 86_400.0, min_exclusive=True),
+           "Health: a coordinator's p95 latency over the window above this many seconds fails."),
+    Option("health_memory_warn_bytes", ("VICTOR_OTEL_HEALTH_MEMORY_WARN_BYTES",), 2 * 1024**3,
+           _number(int, 1, 2**60), "Health: resident memory of the process above this many bytes warns."),
+    Option("health_memory_fail_bytes", ("VICTOR_OTEL_HEALTH_MEMORY_FAIL_BYTES",), 4 * 1024**3,
+           _number(int, 1, 2**60), "Health: resident memory of the process above this many bytes fails."),
+    Option("health_cpu_warn_percent", ("VICTOR_OTEL_HEALTH_CPU_WARN_PERCENT",), 80.0,
+           _number(float, 0.0, 100_000.0, min_exclusive=True),
+           "Health: CPU use of the process above this percentage warns (100 = one core; never fails)."),
+    Option("health_cache_ttl", ("VICTOR_OTEL_HEALTH_CACHE_TTL",), 1.0, _number(float, 0.0, 3600.0),
+           "Health: seconds a check result is reused, so that probe storms cost nothing (0 = never)."),
+    Option("health_check_timeout", ("VICTOR_OTEL_HEALTH_CHECK_TIMEOUT",), 2.0,
+           _number(float, 0.0, 600.0, min_exclusive=True),
+           "Health: seconds a user check may take unless add_health_check() gives its own timeout."),
+    Option("health_max_loop_lag", ("VICTOR_OTEL_HEALTH_MAX_LOOP_LAG",), 5.0,
+           _number(float, 0.0, 3600.0, min_exclusive=True),
+           "Health: /health/live fails when the event loop was blocked longer than this many seconds "
+           "(within the last as many seconds)."),
+    Option("health_token", ("VICTOR_OTEL_HEALTH_TOKEN",), None, _parse_optional_str,
+           "Health: when set, /health/detailed requires the header 'Authorization: Bearer <token>'."),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
+#: Pairs of settings where the first must not exceed the second (a warn threshold and its fail one).
+_ORDERED = (
+    ("health_error_rate_warn", "health_error_rate_fail"),
+    ("health_latency_p95_warn", "health_latency_p95_fail"),
+    ("health_memory_warn_bytes", "health_memory_fail_bytes"),
+)
+#: Settings whose values are secrets: shown as '***' in messages.
+_SECRETS = frozenset({"health_token"})
 
 
 @dataclass(frozen=True)
@@ -234,8 +274,28 @@ class Settings:
     cardinality_limit: int = 1000
     window_seconds: float = 60.0
     shutdown_timeout: float = 5.0
+    health_error_rate_warn: float = _BY_NAME["health_error_rate_warn"].default
+    health_error_rate_fail: float = _BY_NAME["health_error_rate_fail"].default
+    health_min_calls: int = _BY_NAME["health_min_calls"].default
+    health_latency_p95_warn: float = _BY_NAME["health_latency_p95_warn"].default
+    health_latency_p95_fail: float = _BY_NAME["health_latency_p95_fail"].default
+    health_memory_warn_bytes: int = _BY_NAME["health_memory_warn_bytes"].default
+    health_memory_fail_bytes: int = _BY_NAME["health_memory_fail_bytes"].default
+    health_cpu_warn_percent: float = _BY_NAME["health_cpu_warn_percent"].default
+    health_cache_ttl: float = _BY_NAME["health_cache_ttl"].default
+    health_check_timeout: float = _BY_NAME["health_check_timeout"].default
+    health_max_loop_lag: float = _BY_NAME["health_max_loop_lag"].default
+    health_token: str | None = field(default=None, repr=False)  # a secret: never in a repr or a message
     #: Where each value came from: ``argument``, the environment variable's name, or ``default``.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        for low, high in _ORDERED:
+            if getattr(self, low) > getattr(self, high):
+                raise VictorOtelConfigError(
+                    f"{low}: {getattr(self, low)!r} is not valid; accepted: at most {high} "
+                    f"({getattr(self, high)!r})"
+                )
 
     @classmethod
     def from_sources(
@@ -287,8 +347,11 @@ class Settings:
 
     def differences(self, other: Settings) -> list[str]:
         """Names and values of the settings that differ, for error messages."""
+        def shown(name: str, value: object) -> str:
+            return "'***'" if name in _SECRETS and value is not None else repr(value)
+
         return [
-            f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+            f"{f.name}: {shown(f.name, getattr(self, f.name))} != {shown(f.name, getattr(other, f.name))}"
             for f in fields(self)
             if f.compare and getattr(self, f.name) != getattr(other, f.name)
         ]

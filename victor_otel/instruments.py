@@ -124,6 +124,11 @@ ANALYTICS_EVENTS = MetricSpec(
     "victor.analytics.events", Kind.COUNTER, "{event}", ("event",),
     "Analytics events recorded with record_event().",
 )
+HEALTH_STATUS = MetricSpec(
+    "victor.health.status", Kind.GAUGE, "", ("check", "coordinator"),
+    "Status of each health check (1 pass, 0.5 warn, 0 fail); check is its component:measurement key, "
+    "coordinator is set on coordinator checks only.",
+)
 
 #: Every family victor_otel itself produces, in the order of the README table.
 CONTRACT: tuple[MetricSpec, ...] = (
@@ -132,6 +137,7 @@ CONTRACT: tuple[MetricSpec, ...] = (
     THROUGHPUT, ERROR_RATE,
     MEMORY, CPU, UPTIME,
     ANALYTICS_EVENTS,
+    HEALTH_STATUS,
 )
 
 

@@ -7,24 +7,27 @@ from typing import Any
 from victor_otel import bootstrap
 from victor_otel.context import RequestIdMiddleware, echo_request_id
 from victor_otel.exposition import metrics_endpoint
+from victor_otel.health import setup_health_endpoints
 
 #: Paths that get no server span (probes and scrapes would drown the traces).
 EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed"
 
 
 def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
-    """Add ``/metrics`` to a Starlette or FastAPI app and trace its requests; returns ``app``.
+    """Add ``/metrics`` and the health endpoints to a Starlette or FastAPI app and trace its requests;
+    returns ``app``.
 
     >>> from starlette.applications import Starlette
     >>> import victor_otel
     >>> app = victor_otel.instrument_app(Starlette())
     >>> sorted(r.path for r in app.routes)
-    ['/metrics']
+    ['/health', '/health/detailed', '/health/live', '/health/ready', '/metrics']
     """
     if getattr(app.state, "victor_otel_instrumented", False):
         return app  # calling it twice must not add routes or middleware twice
     app.state.victor_otel_instrumented = True
     app.add_route(metrics_path, metrics_endpoint(), methods=["GET", "HEAD"], include_in_schema=False)
+    setup_health_endpoints(app)
     telemetry = bootstrap.current()
     tracer_provider = telemetry.tracer_provider if telemetry is not None else None
     meter_provider = telemetry.meter_provider if telemetry is not None else None
