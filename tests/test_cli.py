@@ -406,6 +406,18 @@ def test_check_catches_an_unwritable_traces_file(clean_env: pytest.MonkeyPatch, 
     assert code == 0 and f"spans are appended to {tmp_path / 'spans.jsonl'}" in out
 
 
+def test_check_looks_at_the_multiprocess_directory(
+    clean_env: pytest.MonkeyPatch, capsys: Any, tmp_path: Path
+) -> None:
+    if not any(option.name == "multiproc_dir" for option in config.OPTIONS):
+        pytest.skip("no multiproc_dir setting")
+    code, out, _ = check(capsys, "--multiproc-dir", str(tmp_path / "new" / "dir"))
+    assert code == 0 and "init() will create it" in out and not (tmp_path / "new").exists()
+    (tmp_path / "file").write_text("")
+    code, out, _ = check(capsys, "--multiproc-dir", str(tmp_path / "file"))
+    assert code == 1 and "exists and is not a directory" in out
+
+
 def test_check_as_a_command(clean_env: pytest.MonkeyPatch) -> None:
     """The exit statuses a deployment script sees."""
     def run(*args: str) -> int:

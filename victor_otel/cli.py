@@ -474,11 +474,33 @@ def run_checks(settings: config.Settings, timeout: float, environ: Mapping[str, 
             else:
                 findings.append(Finding(OK, "traces file", f"spans are appended to {traces_file}"))
 
+    shared: str | None = getattr(settings, "multiproc_dir", None)  # the multi-worker setting, where declared
+    if shared:
+        findings.append(_check_directory(shared))
+
     ratio_samplers = ("traceidratio", "parentbased_traceidratio")
     if settings.sources.get("sampler_arg", "default") != "default" and settings.sampler not in ratio_samplers:
         findings.append(Finding(WARN, "sampler_arg", f"ignored by the {settings.sampler} sampler (only "
                                                      "traceidratio samplers read it)"))
     return findings
+
+
+def _check_directory(directory: str) -> Finding:
+    """The multi-process directory: writable, or creatable by init() (nothing is created here)."""
+    subject = "multiproc dir"
+    path = os.path.abspath(directory)
+    if os.path.isdir(path):
+        if os.access(path, os.W_OK | os.X_OK):
+            return Finding(OK, subject, f"{directory} is a writable directory")
+        return Finding(FAIL, subject, f"{directory} is not writable by this user")
+    if os.path.exists(path):
+        return Finding(FAIL, subject, f"{directory} exists and is not a directory")
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
+        return Finding(OK, subject, f"{directory} does not exist yet; init() will create it")
+    return Finding(FAIL, subject, f"{directory} does not exist and {parent} is not writable by this user")
 
 
 def run_check(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
