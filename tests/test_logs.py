@@ -311,6 +311,20 @@ def test_default_secrets_never_survive_whatever_surrounds_them(before: str, afte
     assert core not in redacted
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("pwd=x", "pwd=[REDACTED]"),
+        ("token: abc", "token: [REDACTED]"),
+        ("a://u:p@h", "a://u:[REDACTED]@h"),
+        ("Bearer abcdefgh", "Bearer [REDACTED]"),
+        ("xoxb-0123456789", "[REDACTED]"),
+    ],
+)
+def test_short_secrets_are_caught_too(text: str, expected: str) -> None:
+    assert logs.Redactor().text(text) == expected
+
+
 def test_plain_text_is_left_alone() -> None:
     redactor = logs.Redactor()
     for text in [

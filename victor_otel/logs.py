@@ -74,6 +74,12 @@ _RECORD_ATTRIBUTES = frozenset(
     (*logging.LogRecord("", 0, "", 0, "", (), None).__dict__, "message", "asctime", "taskName", "_victor_otel")
 )
 _PREPARED = "_victor_otel"  # where the prepared dict is cached on a record (shared by our handlers)
+# For the names in a record's __dict__: True = a LogRecord attribute (skipped), False = a core field (a
+# user field by that name is renamed or fills it); absent = a user's extra= field.
+_SPECIAL_NAMES: dict[str, bool] = {
+    **dict.fromkeys(_RESERVED_NAMES, False),
+    **dict.fromkeys(_RECORD_ATTRIBUTES, True),
+}
 _STANDARD_COUNT = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _MAX_DEPTH = 8
 _MAX_DEFAULT_TEXT = 10_000
@@ -131,15 +137,30 @@ _EMAIL = re.compile(
 )
 
 
-def _keep_prefix(match: re.Match[str]) -> str:
-    kept = match.group("kvkeep") or match.group("bearerkeep") or match.group("urlkeep")
-    return REDACTED if kept is None else kept + REDACTED
+def _names_a_secret(s: str) -> bool:
+    # Every key name of the key=value alternative contains one of these (lower() and `in` beat a regex).
+    low = s.lower()
+    return (
+        "pass" in low
+        or "pwd" in low
+        or "secret" in low
+        or "token" in low
+        or "key" in low
+        or "auth" in low
+        or "credential" in low
+        or "cookie" in low
+    )
 
 
-def _may_hold_default_secret(s: str) -> bool:
-    # A handful of substring tests (C speed) decide whether the regex has to run at all; every
+# The shortest match of the token alternatives ("bearer" + a space + 8, "xoxb-" + 10): below this
+# length only the key=value and URL alternatives can match, and both need "=" or ":".
+_SHORTEST_TOKEN_SECRET = 15
+
+
+def _may_hold_token(s: str) -> bool:
+    # A handful of substring tests (C speed) decide whether the regex has to run at all: every
     # alternative of _DEFAULT_PATTERN needs one of these substrings to match.
-    if (
+    return (
         "sk-" in s
         or "earer" in s
         or "EARER" in s
@@ -151,21 +172,13 @@ def _may_hold_default_secret(s: str) -> bool:
         or "PRIVATE KEY" in s
         or ("://" in s and "@" in s)
         or ("_" in s and ("gh" in s or "github_pat" in s))
-    ):
-        return True
-    if "=" in s or ":" in s:
-        low = s.lower()
-        return (
-            "pass" in low
-            or "pwd" in low
-            or "secret" in low
-            or "token" in low
-            or "key" in low
-            or "auth" in low
-            or "credential" in low
-            or "cookie" in low
-        )
-    return False
+        or (("=" in s or ":" in s) and _names_a_secret(s))
+    )
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    kept = match.group("kvkeep") or match.group("bearerkeep") or match.group("urlkeep")
+    return REDACTED if kept is None else kept + REDACTED
 
 
 class Redactor:
@@ -223,7 +236,14 @@ class Redactor:
 
     def text(self, s: str) -> str:
         """``s`` with every secret replaced (by :data:`REDACTED`) and e-mails hashed when asked."""
-        if self._defaults and _may_hold_default_secret(s):
+        if self._defaults and (
+            (
+                len(s) < _SHORTEST_TOKEN_SECRET
+                and ("=" in s or ":" in s)
+                and (_names_a_secret(s) or ("://" in s and "@" in s))
+            )
+            or (len(s) >= _SHORTEST_TOKEN_SECRET and _may_hold_token(s))
+        ):
             s = _DEFAULT_PATTERN.sub(_keep_prefix, s)
         if self._extended:
             if self._user is not None:
@@ -437,37 +457,6 @@ _last_trace: tuple[int, str] = (0, "")
 _last_request_id: object = None
 
 
-def _correlation() -> tuple[str | None, str | None, str | None]:
-    """(trace_id, span_id, request_id) of the current context."""
-    global _last_trace, _last_request_id
-    ctx = otel_context.get_current()
-    span: Any
-    entries: Any
-    if _SPAN_KEY is not None and _BAGGAGE_CONTEXT_KEY is not None:
-        span = ctx.get(_SPAN_KEY)
-        entries = ctx.get(_BAGGAGE_CONTEXT_KEY)
-        request_id = entries.get(BAGGAGE_KEY) if entries else None
-    else:
-        span = trace.get_current_span(ctx)
-        request_id = baggage.get_baggage(BAGGAGE_KEY, ctx)
-    trace_id = span_id = None
-    if span is not None:
-        span_context = span.get_span_context()
-        number = span_context.trace_id
-        if number and span_context.span_id:
-            if number == _last_trace[0]:
-                trace_id = _last_trace[1]
-            else:
-                trace_id = format(number, "032x")
-                _last_trace = (number, trace_id)
-            span_id = format(span_context.span_id, "016x")
-    if request_id is not None and request_id is not _last_request_id:
-        request_id = valid_request_id(request_id)  # whatever put it in baggage, log only a sane token
-        if request_id is not None:
-            _last_request_id = request_id
-    return trace_id, span_id, request_id  # type: ignore[return-value]
-
-
 def _exception_fields(record: logging.LogRecord) -> dict[str, str] | None:
     exc_info = record.exc_info
     if not exc_info or exc_info[1] is None:
@@ -491,6 +480,7 @@ def prepare(record: logging.LogRecord) -> dict[str, Any]:
     Correlation (``trace_id``, ``span_id``, ``request_id``) is read from the current context, so it
     must run in the thread (or task) that logged: our handlers are synchronous.
     """
+    global _last_trace, _last_request_id, _ts_second, _ts_prefix
     attributes = record.__dict__
     data: dict[str, Any] | None = attributes.get(_PREPARED)
     if data is not None:
@@ -505,9 +495,41 @@ def prepare(record: logging.LogRecord) -> dict[str, Any]:
     coordinator = _coordinators.get(name, _UNKNOWN)
     if coordinator is _UNKNOWN:
         coordinator = _coordinator_of(name)
-    trace_id, span_id, request_id = _correlation()
+
+    # Correlation, read straight from the context (see _SPAN_KEY).
+    ctx = otel_context.get_current()
+    span: Any
+    entries: Any
+    if _SPAN_KEY is not None and _BAGGAGE_CONTEXT_KEY is not None:
+        span = ctx.get(_SPAN_KEY)
+        entries = ctx.get(_BAGGAGE_CONTEXT_KEY)
+        request_id = entries.get(BAGGAGE_KEY) if entries else None
+    else:
+        span = trace.get_current_span(ctx)
+        request_id = baggage.get_baggage(BAGGAGE_KEY, ctx)
+    trace_id = span_id = None
+    if span is not None:
+        span_context = span.get_span_context()
+        number = span_context.trace_id
+        if number and span_context.span_id:
+            last = _last_trace
+            if number == last[0]:
+                trace_id = last[1]
+            else:
+                trace_id = format(number, "032x")
+                _last_trace = (number, trace_id)
+            span_id = format(span_context.span_id, "016x")
+    if request_id is not None and request_id is not _last_request_id:
+        request_id = valid_request_id(request_id)  # whatever put it in baggage, log only a sane token
+        if request_id is not None:
+            _last_request_id = request_id
+
+    second = int(record.created)
+    if second != _ts_second:  # the same as _timestamp(record), inlined: this is the hot path
+        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _ts_second = second
     data = {
-        "timestamp": _timestamp(record),
+        "timestamp": _ts_prefix + _MILLISECONDS[int(record.msecs) % 1000],
         "level": record.levelname,
         "logger": name,
         "message": text(message),
@@ -521,11 +543,12 @@ def prepare(record: logging.LogRecord) -> dict[str, Any]:
     if len(attributes) > _STANDARD_COUNT:
         # extra= fields follow the attributes every LogRecord has; a few added by formatters are skipped.
         secret_keys = redactor._key_cache
+        special_names = _SPECIAL_NAMES
+        plain = redactor._defaults and not redactor._extended
         for key, value in itertools.islice(attributes.items(), _STANDARD_COUNT, None):
-            if key in _RECORD_ATTRIBUTES:
-                continue
-            if key in _RESERVED_NAMES:
-                if _fills_core_field(data, key, value):
+            special = special_names.get(key)
+            if special is not None:
+                if special or _fills_core_field(data, key, value):
                     continue
                 key = COLLISION_PREFIX + key
                 if key in attributes:
@@ -537,7 +560,10 @@ def prepare(record: logging.LogRecord) -> dict[str, Any]:
             if secret:
                 data[key] = REDACTED
             elif kind is str:
-                data[key] = text(value)
+                # Short values (IDs, model and tool names) without "=" or ":" cannot hold a default
+                # secret: skip the call when no user rule applies either.
+                plain_short = plain and len(value) < _SHORTEST_TOKEN_SECRET and "=" not in value and ":" not in value
+                data[key] = value if plain_short else text(value)
             elif kind is int or kind is float or kind is bool or value is None:
                 data[key] = value
             else:
@@ -767,13 +793,13 @@ class _Setup:
     def __init__(self) -> None:
         self.handlers: list[tuple[logging.Logger, logging.Handler]] = []
         self.saved: dict[str, tuple[int, bool]] = {}  # logger name -> (level, propagate) before us
-        self.success_level = logging.DEBUG
-        self.slow_seconds: float | None = 1.0
         self.previous_hook: Any = None
         self.hooked = False
 
 
 _setup = _Setup()
+_success_level = logging.DEBUG  # the level of a successful execution's record
+_slow_seconds = 1.0  # from this duration on, a successful execution is logged at WARNING (inf: never)
 _execution_loggers: dict[str, logging.Logger] = {}
 _OUTCOME_WORDS = {"success": "succeeded", "error": "failed", "cancelled": "was cancelled"}
 
@@ -784,8 +810,7 @@ def _log_execution(site: Any, duration: float, exc: BaseException | None) -> Non
     if logger is None:
         logger = _execution_loggers[site.coordinator] = logging.getLogger(_PREFIX + site.coordinator)
     if exc is None or not isinstance(exc, Exception):
-        slow = _setup.slow_seconds
-        level = logging.WARNING if slow is not None and duration >= slow else _setup.success_level
+        level = _success_level if duration < _slow_seconds else logging.WARNING
     else:
         level = logging.ERROR
     if not logger.isEnabledFor(level):
@@ -859,7 +884,7 @@ def setup_coordinator_logging(
     Calling it again replaces the previous set-up (never duplicates handlers);
     :func:`teardown_coordinator_logging` undoes it.
     """
-    global _redactor
+    global _redactor, _success_level, _slow_seconds
     if format_type not in ("json", "text"):
         raise VictorOtelConfigError(f"format_type: {format_type!r} is not valid; accepted: json | text")
     base_level = _level("level", level)
@@ -920,8 +945,8 @@ def setup_coordinator_logging(
     for h in handlers:
         target_logger.addHandler(h)
         _setup.handlers.append((target_logger, h))
-    _setup.success_level = success
-    _setup.slow_seconds = None if slow_threshold_ms is None else slow_threshold_ms / 1000.0
+    _success_level = success
+    _slow_seconds = math.inf if slow_threshold_ms is None else slow_threshold_ms / 1000.0
     _install_hook()
     return target_logger
 
