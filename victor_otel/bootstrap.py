@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import IO, Any
 
 import psutil
@@ -49,6 +50,13 @@ from prometheus_client.metrics_core import Metric as PrometheusMetric
 from victor_otel import instruments as contract
 from victor_otel.config import Settings
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
+from victor_otel.exporting import (
+    CountingLogExporter,
+    CountingMetricExporter,
+    CountingSpanExporter,
+    ExportStats,
+    count_drops,
+)
 from victor_otel.registry import Registry, get_registry
 
 __version__ = "0.1.0"
@@ -73,12 +81,15 @@ class _MergesProducers:
 
     _producers: tuple[Producer, ...] = ()
     _resource: Resource = Resource.get_empty()
+    #: Producers replaced for this reader only: in multi-process mode /metrics sums every worker's
+    #: registry (victor_otel.workers) while OTLP pushes stay per process.
+    _replacements: Mapping[Producer, Producer] = MappingProxyType({})
 
     def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
         extra: list[Metric] = []
         for produce in self._producers:
             try:
-                extra.extend(produce())
+                extra.extend(self._replacements.get(produce, produce)())
             except Exception:  # a producer bug must never break a scrape or an export
                 _logger.exception("victor_otel: a metric producer failed; its metrics are skipped")
         super()._receive_metrics(  # type: ignore[misc]
@@ -173,7 +184,12 @@ class Telemetry:
         self.prometheus_registry: CollectorRegistry | None = None
         self.readers: list[MetricReader] = []
         self.metrics_server: Any = None
-        self.producers: list[Producer] = [registry.produce]
+        #: What happened to every span, log record and metric point handed to an exporter.
+        self.exports = ExportStats()
+        self.producers: list[Producer] = [registry.produce, self.exports.produce]
+        #: The multi-process snapshot writer (victor_otel.workers) when multiproc_dir is set.
+        self.multiprocess: Any = None
+        self._exporters: list[Any] = []  # the counting wrappers, aborted when shutdown runs out of time
         self._owned_tracer_provider = False
         self._owned_meter_provider = False
         self._process = psutil.Process()
@@ -182,6 +198,21 @@ class Telemetry:
     @property
     def uptime(self) -> float:
         return time.monotonic() - self._started_monotonic
+
+    def export_stats(self) -> dict[str, dict[str, Any]]:
+        """Per signal (traces, logs, metrics) with an exporter: items exported (``success``), lost by the
+        exporter (``failure``) and dropped before it (``dropped``), the queue's length and capacity,
+        ``consecutive_failures``, ``last_error`` (an error class name), ``last_success`` /
+        ``last_failure`` (Unix times). The same counts as ``victor_otel_exported_total``.
+
+        >>> import victor_otel
+        >>> t = victor_otel.init(service_name="doc", traces_exporter="none")
+        >>> t.export_stats()
+        {}
+        >>> victor_otel.shutdown()
+        True
+        """
+        return self.exports.snapshot()
 
     def add_producer(self, producer: Producer) -> None:
         """Merge ``producer()``'s metrics into every later collection (used by health)."""
@@ -267,8 +298,29 @@ def _span_exporters(settings: Settings) -> list[SpanExporter]:
             out = open(settings.traces_file, "a", buffering=1) if settings.traces_file else sys.stdout  # noqa: SIM115
             exporters.append(_LineSpanExporter(out))
         elif name == "otlp":
-            exporters.append(_otlp("traces")(endpoint=f"{settings.otlp_endpoint}/v1/traces"))
+            exporters.append(_otlp_exporter("traces", settings))
     return exporters
+
+
+def _otlp_exporter(signal: str, settings: Settings) -> Any:
+    """An OTLP/HTTP exporter whose every export, retries included, ends within ``export_timeout``."""
+    return _otlp(signal)(endpoint=f"{settings.otlp_endpoint}/v1/{signal}", timeout=settings.export_timeout)
+
+
+def _rebuild(exporter: Any, signal: str, settings: Settings) -> Callable[[], Any] | None:
+    """How a forked child gets its own network exporter (None: the exporter is safe to share)."""
+    if type(exporter).__module__.startswith("opentelemetry.exporter.otlp"):
+        return lambda: _otlp_exporter(signal, settings)
+    return None
+
+
+def _batch_size(settings: Settings, variable: str) -> int:
+    """The export batch size (its own OTEL_* variable, default 512), never above max_queue_size."""
+    try:
+        batch = int(os.environ.get(variable, "") or 512)
+    except ValueError:
+        batch = 512
+    return max(1, min(batch, settings.max_queue_size))
 
 
 def _metric_readers(settings: Settings, telemetry: Telemetry) -> list[MetricReader]:
@@ -281,12 +333,16 @@ def _metric_readers(settings: Settings, telemetry: Telemetry) -> list[MetricRead
                 scope_info_enabled=False, registry=telemetry.prometheus_registry
             )
         elif name == "otlp":
-            exporter = _otlp("metrics")(endpoint=f"{settings.otlp_endpoint}/v1/metrics")
-            reader = VictorPeriodicReader(exporter, export_interval_millis=settings.metric_export_interval)
-        elif name == "console":
-            reader = VictorPeriodicReader(
-                ConsoleMetricExporter(), export_interval_millis=settings.metric_export_interval
+            exporter = _otlp_exporter("metrics", settings)
+            counted = CountingMetricExporter(
+                exporter, telemetry.exports.signal("metrics"), _rebuild(exporter, "metrics", settings)
             )
+            telemetry._exporters.append(counted)
+            reader = VictorPeriodicReader(counted, export_interval_millis=settings.metric_export_interval)
+        elif name == "console":
+            counted = CountingMetricExporter(ConsoleMetricExporter(), telemetry.exports.signal("metrics"))
+            telemetry._exporters.append(counted)
+            reader = VictorPeriodicReader(counted, export_interval_millis=settings.metric_export_interval)
         else:
             continue
         readers.append(reader)
@@ -337,9 +393,17 @@ def init(
             registry.configure(settings.cardinality_limit, settings.window_seconds)
         telemetry = Telemetry(settings, registry)
         if not settings.disabled:
+            from victor_otel import workers
+
+            if settings.multiproc_dir:
+                workers.check_directory(settings.multiproc_dir)  # before anything is built
             _build_traces(telemetry, span_exporters, span_processors)
             _build_metrics(telemetry)
             _build_logs(telemetry)
+            if settings.multiproc_dir and telemetry.prometheus_registry is not None:
+                workers.enable_multiprocess(telemetry)
+            workers.register_fork_hook()  # gunicorn --preload: each forked worker gets state of its own
+            workers.install_exit_handler()  # SIGTERM without a handler: flush, then die of it as before
         if settings.metrics_port is not None and telemetry.prometheus_registry is not None:
             from victor_otel.exposition import start_metrics_server
 
@@ -391,9 +455,19 @@ def _build_traces(
             resource=telemetry.resource, sampler=_sampler(settings), shutdown_on_exit=False
         )
         for exporter in _span_exporters(settings):
-            provider.add_span_processor(BatchSpanProcessor(exporter))
+            stats = telemetry.exports.signal("traces")
+            counted = CountingSpanExporter(exporter, stats, _rebuild(exporter, "traces", settings))
+            telemetry._exporters.append(counted)
+            batch = BatchSpanProcessor(
+                counted,
+                max_queue_size=settings.max_queue_size,
+                max_export_batch_size=_batch_size(settings, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+            )
+            count_drops(batch, stats)
+            provider.add_span_processor(batch)
         for exporter in extra:
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            counted = CountingSpanExporter(exporter, telemetry.exports.signal("traces"))
+            provider.add_span_processor(SimpleSpanProcessor(counted))
         for processor in processors:
             provider.add_span_processor(processor)
         telemetry.tracer_provider = provider
@@ -443,15 +517,21 @@ def _build_logs(telemetry: Telemetry) -> None:
     if settings.logs_exporter == ("none",):
         return
     from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogExporter
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 
     provider = LoggerProvider(resource=telemetry.resource, shutdown_on_exit=False)
     for name in settings.logs_exporter:
-        if name == "otlp":
-            exporter = _otlp("logs")(endpoint=f"{settings.otlp_endpoint}/v1/logs")
-        else:
-            exporter = ConsoleLogExporter()
-        provider.add_log_record_processor(BatchLogRecordProcessor(exporter))
+        exporter = _otlp_exporter("logs", settings) if name == "otlp" else ConsoleLogRecordExporter()
+        stats = telemetry.exports.signal("logs")
+        counted = CountingLogExporter(exporter, stats, _rebuild(exporter, "logs", settings))
+        telemetry._exporters.append(counted)
+        batch = BatchLogRecordProcessor(
+            counted,
+            max_queue_size=settings.max_queue_size,
+            max_export_batch_size=_batch_size(settings, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"),
+        )
+        count_drops(batch, stats)
+        provider.add_log_record_processor(batch)
     telemetry.logger_provider = provider
 
 
@@ -473,6 +553,8 @@ def shutdown(timeout: float | None = None) -> bool:
         def stop() -> None:
             deadline_ms = int(budget * 1000)
             try:
+                if telemetry.multiprocess is not None:
+                    telemetry.multiprocess.close()  # the last snapshot: this worker's counts outlive it
                 if telemetry.metrics_server is not None:
                     telemetry.metrics_server.close()
                 if telemetry._owned_tracer_provider:
@@ -497,10 +579,20 @@ def shutdown(timeout: float | None = None) -> bool:
         finished = done.wait(budget)
         if not finished:
             _logger.warning("victor_otel: shutdown did not finish within %.1f s; abandoning the flush", budget)
+            _abort_exports(telemetry)
         telemetry.lifecycle = Lifecycle.STOPPED
         _current = None
         _set_tracer(None)
         return finished
+
+
+def _abort_exports(telemetry: Telemetry) -> None:
+    """Stop the exporters' retries (an endpoint answering 429 / 503, or down) once the budget is spent."""
+    for counted in telemetry._exporters:
+        try:
+            counted.inner.shutdown()
+        except Exception:
+            _logger.debug("victor_otel: aborting an exporter failed", exc_info=True)
 
 
 def _shutdown_at_exit() -> None:

@@ -152,6 +152,31 @@ def _parse_attributes(setting: str, value: object) -> dict[str, str]:
     return result
 
 
+def _parse_secret(setting: str, value: object) -> str | None:
+    """A token: printable ASCII without spaces. The message never shows the value."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if (
+        not isinstance(value, str)
+        or len(value.strip()) > 4096
+        or not all(33 <= ord(c) < 127 for c in value.strip())
+    ):
+        raise VictorOtelConfigError(
+            f"{setting}: the value is not valid (not shown: it is a secret); accepted: at most 4096 printable "
+            "ASCII characters without spaces"
+        )
+    return value.strip()
+
+
+def _parse_basic_auth(setting: str, value: object) -> str | None:
+    secret = _parse_secret(setting, value)
+    if secret is not None and not secret.partition(":")[0]:
+        raise VictorOtelConfigError(
+            f"{setting}: the value is not valid (not shown: it is a secret); accepted: user:password"
+        )
+    return secret
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting: its ``init()`` argument, environment variables (highest precedence first)."""
@@ -207,6 +232,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("shutdown_timeout", ("VICTOR_OTEL_SHUTDOWN_TIMEOUT",), 5.0,
            _number(float, 0.0, 600.0, min_exclusive=True),
            "Seconds shutdown() (and interpreter exit) may spend flushing spans, metrics and logs."),
+    Option("export_timeout", ("VICTOR_OTEL_EXPORT_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"), 10.0,
+           _number(float, 0.0, 600.0, min_exclusive=True),
+           "Seconds one OTLP export may take, its retries included (the Python exporter reads "
+           "OTEL_EXPORTER_OTLP_TIMEOUT in seconds, not milliseconds)."),
+    Option("max_queue_size", ("VICTOR_OTEL_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_QUEUE_SIZE"), 2048,
+           _number(int, 1, 1_000_000),
+           "Spans (and, in their own queue, log records) buffered for export; beyond it new ones are "
+           "dropped and counted in victor_otel_exported_total{outcome=\"dropped\"}."),
+    Option("drain_seconds", ("VICTOR_OTEL_DRAIN_SECONDS",), 0.0, _number(float, 0.0, 600.0),
+           "On SIGTERM, readiness turns 503 at once and the server keeps serving this many seconds before "
+           "it stops (set it above the load balancer's probe period)."),
+    Option("multiproc_dir", ("VICTOR_OTEL_MULTIPROC_DIR",), None, _parse_optional_str,
+           "Several worker processes behind one port: a directory they share (emptied before the server "
+           "starts); every /metrics scrape then sums the counters of all workers."),
+    Option("metrics_token", ("VICTOR_OTEL_METRICS_TOKEN",), None, _parse_secret,
+           "When set, /metrics (app route and standalone server) requires 'Authorization: Bearer <token>'."),
+    Option("metrics_basic_auth", ("VICTOR_OTEL_METRICS_BASIC_AUTH",), None, _parse_basic_auth,
+           "When set (user:password), /metrics also accepts HTTP basic auth with these credentials."),
     # Health thresholds: declared here once; health.DEFAULT_THRESHOLDS and the alert rules follow them.
     Option("health_error_rate_warn", ("VICTOR_OTEL_HEALTH_ERROR_RATE_WARN",), 0.01, _number(float, 0.0, 1.0),
            "Health: a coordinator's error rate over the window above this warns (0 to 1)."),
@@ -249,7 +292,7 @@ _ORDERED = (
     ("health_memory_warn_bytes", "health_memory_fail_bytes"),
 )
 #: Settings whose values are secrets: shown as '***' in messages.
-_SECRETS = frozenset({"health_token"})
+_SECRETS = frozenset({"health_token", "metrics_token", "metrics_basic_auth"})
 
 
 @dataclass(frozen=True)
@@ -274,6 +317,12 @@ class Settings:
     cardinality_limit: int = 1000
     window_seconds: float = 60.0
     shutdown_timeout: float = 5.0
+    export_timeout: float = 10.0
+    max_queue_size: int = 2048
+    drain_seconds: float = 0.0
+    multiproc_dir: str | None = None
+    metrics_token: str | None = field(default=None, repr=False)  # a secret: never in a repr or a message
+    metrics_basic_auth: str | None = field(default=None, repr=False)  # a secret as well
     health_error_rate_warn: float = _BY_NAME["health_error_rate_warn"].default
     health_error_rate_fail: float = _BY_NAME["health_error_rate_fail"].default
     health_min_calls: int = _BY_NAME["health_min_calls"].default

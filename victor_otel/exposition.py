@@ -7,13 +7,20 @@ Prometheus text format or, when the scraper asks for it, OpenMetrics.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import socket
 import threading
+from collections.abc import Callable, Iterable
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, start_http_server
+from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, make_wsgi_app
 
 from victor_otel import bootstrap
+from victor_otel.config import Settings
 from victor_otel.errors import VictorOtelInitError
 
 
@@ -49,16 +56,66 @@ def render(accept: str | None = None, telemetry: bootstrap.Telemetry | None = No
     return encoder(registry), content_type
 
 
+def authorized(authorization: str | None, settings: Settings) -> bool:
+    """Whether an ``Authorization`` header opens ``/metrics``: always when neither ``metrics_token`` nor
+    ``metrics_basic_auth`` is set, else a matching ``Bearer`` token or ``Basic`` credentials.
+
+    >>> s = Settings.from_sources({"metrics_token": "s3cret"}, {})
+    >>> authorized("Bearer s3cret", s), authorized("Bearer guess", s), authorized(None, s)
+    (True, False, False)
+    """
+    token, basic = settings.metrics_token, settings.metrics_basic_auth
+    if not token and not basic:
+        return True
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    given = given.strip()
+    if token and scheme.lower() == "bearer":
+        return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())
+    if basic and scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(given.encode("ascii"), validate=True)
+        except (ValueError, binascii.Error):
+            return False
+        return hmac.compare_digest(decoded, basic.encode())
+    return False
+
+
+def challenge(settings: Settings) -> str:
+    """The ``WWW-Authenticate`` value of a 401 from ``/metrics``."""
+    schemes = []
+    if settings.metrics_token:
+        schemes.append('Bearer realm="metrics"')
+    if settings.metrics_basic_auth:
+        schemes.append('Basic realm="metrics", charset="UTF-8"')
+    return ", ".join(schemes)
+
+
+_UNAUTHORIZED = b"401 Unauthorized: /metrics needs the credentials set in VICTOR_OTEL_METRICS_TOKEN or _BASIC_AUTH\n"
+
+
 def metrics_endpoint() -> Any:
-    """A Starlette endpoint serving ``/metrics``: ``app.add_route("/metrics", metrics_endpoint())``."""
+    """A Starlette endpoint serving ``/metrics``: ``app.add_route("/metrics", metrics_endpoint())``.
+
+    With ``metrics_token`` / ``metrics_basic_auth`` set, a request without those credentials gets 401.
+    """
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import Response
 
+    def serve(accept: str | None, authorization: str | None) -> tuple[int, bytes, str, dict[str, str]]:
+        settings = _telemetry().settings
+        if not authorized(authorization, settings):
+            return 401, _UNAUTHORIZED, "text/plain; charset=utf-8", {"WWW-Authenticate": challenge(settings)}
+        body, content_type = render(accept)
+        return 200, body, content_type, {}
+
     async def metrics(request: Request) -> Response:
         # Rendering is CPU work of a few milliseconds: keep it off the event loop.
-        body, content_type = await run_in_threadpool(render, request.headers.get("accept"))
-        return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+        status, body, content_type, headers = await run_in_threadpool(
+            serve, request.headers.get("accept"), request.headers.get("authorization")
+        )
+        return Response(body, status_code=status, media_type=content_type,
+                        headers={"Cache-Control": "no-store", **headers})
 
     return metrics
 
@@ -88,11 +145,48 @@ def start_metrics_server(
 ) -> MetricsServer:
     """Serve ``/metrics`` on ``host:port`` from a background thread (``port=0``: any free port).
 
-    Binds to the loopback address unless told otherwise: metrics reveal internals.
+    Binds to the loopback address unless told otherwise: metrics reveal internals. Requires the
+    credentials of ``metrics_token`` / ``metrics_basic_auth`` when they are set; answers GET and HEAD only.
     """
     from victor_otel.config import _number
 
     port = _number(int, 0, 65535)("port", port)
     telemetry = _telemetry(telemetry)
-    server, thread = start_http_server(port, addr=host, registry=_prometheus_registry(telemetry))
+
+    class Server(ThreadingWSGIServer):
+        pass
+
+    # An IPv6 address needs an AF_INET6 socket (as prometheus_client's own server does it).
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    Server.address_family, address = family, str(sockaddr[0])
+    app = _guarded(make_wsgi_app(_prometheus_registry(telemetry)), telemetry.settings)
+    server = make_server(address, port, app, Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="victor-otel-metrics", daemon=True)
+    thread.start()
     return MetricsServer(server, thread, host)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+_WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _guarded(app: _WSGIApp, settings: Settings) -> _WSGIApp:
+    """prometheus_client's WSGI app behind the credentials check and a GET / HEAD filter."""
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Length", "0")])
+            return [b""]
+        if not authorized(environ.get("HTTP_AUTHORIZATION"), settings):
+            start_response("401 Unauthorized", [
+                ("WWW-Authenticate", challenge(settings)), ("Content-Type", "text/plain; charset=utf-8"),
+                ("Cache-Control", "no-store"), ("Content-Length", str(len(_UNAUTHORIZED))),
+            ])
+            return [_UNAUTHORIZED]
+        return app(environ, start_response)
+
+    return guarded

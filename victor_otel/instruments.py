@@ -129,6 +129,11 @@ HEALTH_STATUS = MetricSpec(
     "Status of each health check (1 pass, 0.5 warn, 0 fail); check is its component:measurement key, "
     "coordinator is set on coordinator checks only.",
 )
+EXPORTED = MetricSpec(
+    "victor.otel.exported", Kind.COUNTER, "{item}", ("signal", "outcome"),
+    "Spans, log records and metric points handed to exporters, by signal and outcome: success, failure "
+    "(the exporter gave up; lost) or dropped (queue full or after shutdown; lost).",
+)
 
 #: Every family victor_otel itself produces, in the order of the README table.
 CONTRACT: tuple[MetricSpec, ...] = (
@@ -138,6 +143,7 @@ CONTRACT: tuple[MetricSpec, ...] = (
     MEMORY, CPU, UPTIME,
     ANALYTICS_EVENTS,
     HEALTH_STATUS,
+    EXPORTED,
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from victor_otel import bootstrap
+from victor_otel import bootstrap, workers
 from victor_otel.context import RequestIdMiddleware, echo_request_id
 from victor_otel.exposition import metrics_endpoint
 from victor_otel.health import setup_health_endpoints
@@ -27,6 +27,10 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
         return app  # calling it twice must not add routes or middleware twice
     app.state.victor_otel_instrumented = True
     app.add_route(metrics_path, metrics_endpoint(), methods=["GET", "HEAD"], include_in_schema=False)
+    router = getattr(app, "router", None)
+    if router is not None and hasattr(router, "lifespan_context"):
+        # SIGTERM: readiness 503 first, drain_seconds later the server stops; then spans and logs are flushed.
+        router.lifespan_context = workers.lifespan(router.lifespan_context)
     setup_health_endpoints(app)
     telemetry = bootstrap.current()
     tracer_provider = telemetry.tracer_provider if telemetry is not None else None

@@ -1,0 +1,396 @@
+"""Counting what leaves the process: exported, failed and dropped spans, log records and metric points.
+
+Every exporter ``init()`` builds is wrapped in a counting exporter, and every batch processor's drop
+accounting is wrapped too, so that one counter tells what happened to each item handed to the SDK::
+
+    victor_otel_exported_total{signal="traces|logs|metrics", outcome="success|failure|dropped"}
+
+``success``: the exporter accepted the batch. ``failure``: the exporter gave up on the batch (endpoint
+down, timeout, 4xx/5xx after its retries) and its items are lost. ``dropped``: the batch processor's
+queue was full (or the item ended after shutdown), so the item never reached an exporter. The same
+numbers, with the queue's length and capacity and the last failure, come from
+``victor_otel.current().export_stats()`` (``/health/detailed`` shows them).
+
+A wrapper never lets an exporter's exception reach the SDK's thread (it counts it as a failure), and
+after ``os.fork()`` it rebuilds network exporters in the child so that no HTTP connection is shared
+with the parent.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Metric,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    Sum,
+)
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from victor_otel import instruments as contract
+
+_logger = logging.getLogger("victor_otel")
+
+SIGNALS = ("traces", "logs", "metrics")
+OUTCOME_SUCCESS = "success"
+OUTCOME_FAILURE = "failure"
+OUTCOME_DROPPED = "dropped"
+OUTCOMES = (OUTCOME_SUCCESS, OUTCOME_FAILURE, OUTCOME_DROPPED)
+#: A failing exporter is reported in the log at most this often (the SDK logs each failure itself).
+_WARN_EVERY = 60.0
+
+
+class SignalStats:
+    """Counts for one signal. Updated from the SDK's export threads and the application's threads."""
+
+    def __init__(self, signal: str) -> None:
+        self.signal = signal
+        #: Set by :func:`count_drops`: the processor's queue length and capacity.
+        self.queue_length: Callable[[], int] | None = None
+        self.queue_capacity: int | None = None
+        self._zero()
+
+    def _zero(self) -> None:
+        self.start_ns = time.time_ns()
+        self._lock = threading.Lock()
+        self.success = 0
+        self.failure = 0
+        self.dropped = 0
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self.last_success: float | None = None
+        self.last_failure: float | None = None
+        self._last_warning = 0.0
+
+    def exported(self, items: int) -> None:
+        with self._lock:
+            self.success += items
+            self.consecutive_failures = 0
+            self.last_success = time.time()
+
+    def failed(self, items: int, error: str) -> None:
+        now = time.time()
+        with self._lock:
+            self.failure += items
+            self.consecutive_failures += 1
+            self.last_error = error
+            self.last_failure = now
+            warn = now - self._last_warning >= _WARN_EVERY
+            if warn:
+                self._last_warning = now
+        if warn:
+            _logger.warning(
+                "victor_otel: exporting %s failed (%s); %d item(s) lost. The application is not affected; "
+                "victor_otel_exported_total{outcome=\"failure\"} counts the losses.",
+                self.signal, error, items,
+            )
+
+    def drop(self, items: int) -> None:
+        with self._lock:
+            self.dropped += items
+
+    def snapshot(self) -> dict[str, Any]:
+        queue_length = self.queue_length
+        try:
+            queued = queue_length() if queue_length is not None else None
+        except Exception:  # a changed SDK internal must not break a health check
+            queued = None
+        with self._lock:
+            return {
+                OUTCOME_SUCCESS: self.success,
+                OUTCOME_FAILURE: self.failure,
+                OUTCOME_DROPPED: self.dropped,
+                "queued": queued,
+                "queue_capacity": self.queue_capacity,
+                "consecutive_failures": self.consecutive_failures,
+                "last_error": self.last_error,
+                "last_success": self.last_success,
+                "last_failure": self.last_failure,
+            }
+
+
+class ExportStats:
+    """The per-signal counts of one :class:`~victor_otel.bootstrap.Telemetry`.
+
+    >>> stats = ExportStats()
+    >>> stats.signal("traces").exported(3)
+    >>> stats.snapshot()["traces"]["success"]
+    3
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._signals: dict[str, SignalStats] = {}
+
+    def signal(self, name: str) -> SignalStats:
+        """The counts of ``name`` (one of :data:`SIGNALS`), created on first use."""
+        if name not in SIGNALS:
+            raise ValueError(f"signal: {name!r} is not one of {', '.join(SIGNALS)}")
+        with self._lock:
+            stats = self._signals.get(name)
+            if stats is None:
+                stats = self._signals[name] = SignalStats(name)
+            return stats
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """``{signal: {success, failure, dropped, queued, queue_capacity, consecutive_failures,
+        last_error, last_success, last_failure}}`` for every signal with an exporter."""
+        with self._lock:
+            signals = list(self._signals.values())
+        return {s.signal: s.snapshot() for s in signals}
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: start from zero (the parent reports its own counts) with fresh locks."""
+        self._lock = threading.Lock()
+        for stats in self._signals.values():
+            stats._zero()
+
+    def produce(self) -> list[Metric]:
+        """``victor.otel.exported`` as an SDK ``Metric`` (a producer for the readers)."""
+        now_ns = time.time_ns()
+        points = []
+        for signal, counts in self.snapshot().items():
+            start = self._signals[signal].start_ns
+            for outcome in OUTCOMES:
+                points.append(
+                    NumberDataPoint({"signal": signal, "outcome": outcome}, start, now_ns, counts[outcome])
+                )
+        if not points:
+            return []
+        spec = contract.EXPORTED
+        data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=True)
+        return [Metric(name=spec.otel_name, description=spec.description, unit=spec.unit, data=data)]
+
+
+def _error_name(error: BaseException) -> str:
+    # The class name only: messages can carry URLs with credentials or payload fragments.
+    return type(error).__name__
+
+
+class _Rebuildable:
+    """Holds the wrapped exporter and, for network exporters, how to build a fresh one after fork."""
+
+    def __init__(self, inner: Any, rebuild: Callable[[], Any] | None) -> None:
+        self.inner = inner
+        self._rebuild = rebuild
+
+    def reinit_after_fork(self) -> None:
+        """Replace a network exporter inherited from the parent (its connections are the parent's)."""
+        if self._rebuild is not None:
+            self.inner = self._rebuild()
+
+
+class CountingSpanExporter(_Rebuildable, SpanExporter):
+    """A span exporter that counts each batch's outcome and never raises."""
+
+    def __init__(self, inner: SpanExporter, stats: SignalStats, rebuild: Callable[[], SpanExporter] | None = None):
+        _Rebuildable.__init__(self, inner, rebuild)
+        self.stats = stats
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        try:
+            result: SpanExportResult = self.inner.export(spans)
+        except Exception as error:
+            self.stats.failed(len(spans), _error_name(error))
+            return SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self.stats.exported(len(spans))
+        else:
+            self.stats.failed(len(spans), "export failed")
+        return result
+
+    def shutdown(self) -> None:
+        try:
+            self.inner.shutdown()
+        except Exception:
+            _logger.debug("victor_otel: span exporter shutdown failed", exc_info=True)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            return bool(self.inner.force_flush(timeout_millis))
+        except Exception:
+            return False
+
+
+class CountingLogExporter(_Rebuildable, LogRecordExporter):
+    """A log record exporter that counts each batch's outcome and never raises."""
+
+    def __init__(
+        self, inner: LogRecordExporter, stats: SignalStats, rebuild: Callable[[], LogRecordExporter] | None = None
+    ):
+        _Rebuildable.__init__(self, inner, rebuild)
+        self.stats = stats
+
+    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
+        try:
+            result = self.inner.export(batch)
+        except Exception as error:
+            self.stats.failed(len(batch), _error_name(error))
+            return LogRecordExportResult.FAILURE
+        # Older exporters return the deprecated LogExportResult: compare by name.
+        if getattr(result, "name", None) == "SUCCESS":
+            self.stats.exported(len(batch))
+            return LogRecordExportResult.SUCCESS
+        self.stats.failed(len(batch), "export failed")
+        return LogRecordExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        try:
+            self.inner.shutdown()
+        except Exception:
+            _logger.debug("victor_otel: log exporter shutdown failed", exc_info=True)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        try:
+            return bool(self.inner.force_flush(timeout_millis))
+        except Exception:
+            return False
+
+
+def count_points(data: MetricsData) -> int:
+    """The number of data points in ``data`` (what a metric export carries)."""
+    return sum(
+        len(metric.data.data_points)
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+    )
+
+
+class CountingMetricExporter(_Rebuildable, MetricExporter):
+    """A metric exporter that counts the data points of each export and never raises."""
+
+    def __init__(
+        self, inner: MetricExporter, stats: SignalStats, rebuild: Callable[[], MetricExporter] | None = None
+    ):
+        _Rebuildable.__init__(self, inner, rebuild)
+        MetricExporter.__init__(
+            self,
+            preferred_temporality=inner._preferred_temporality,
+            preferred_aggregation=inner._preferred_aggregation,
+        )
+        self.stats = stats
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        points = count_points(metrics_data)
+        try:
+            result: MetricExportResult = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        except Exception as error:
+            self.stats.failed(points, _error_name(error))
+            return MetricExportResult.FAILURE
+        if result is MetricExportResult.SUCCESS:
+            self.stats.exported(points)
+        else:
+            self.stats.failed(points, "export failed")
+        return result
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        try:
+            return bool(self.inner.force_flush(timeout_millis=timeout_millis))
+        except Exception:
+            return False
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        try:
+            self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+        except Exception:
+            _logger.debug("victor_otel: metric exporter shutdown failed", exc_info=True)
+
+
+class _DropCounter:
+    """Stands in for a batch processor's internal metrics object and counts its drops.
+
+    The SDK's ``BatchProcessor`` calls ``drop_items`` when an item is lost before export: emitted after
+    shutdown, or the queue was full. The latter is only approximately true (the export thread may
+    take a batch between its check and its append), so when the queue itself counts (a
+    :class:`_CountingQueue`), only the former are counted here.
+    """
+
+    def __init__(self, inner: Any, stats: SignalStats, queue_counts: bool) -> None:
+        self._inner = inner
+        self._stats = stats
+        self._queue_counts = queue_counts
+
+    def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
+        self._inner.register_queue_size(get_queue_size)
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        if error_type != "queue_full" or not self._queue_counts:
+            self._stats.drop(count)
+        self._inner.drop_items(count, error_type)
+
+    def finish_items(self, count: int) -> None:
+        self._inner.finish_items(count)
+
+
+class _CountingQueue(collections.deque):  # type: ignore[type-arg]
+    """The batch processor's bounded queue, counting exactly the items it pushes out when full.
+
+    ``appendleft`` on a full ``deque(maxlen=n)`` discards the oldest item; one lock around it and the
+    export thread's ``pop`` makes "was it full?" exact. It costs one uncontended lock per span.
+    """
+
+    def __init__(self, items: Iterable[Any], maxlen: int, stats: SignalStats) -> None:
+        super().__init__(items, maxlen)
+        self._stats = stats
+        self._lock = threading.Lock()
+        _QUEUES[:] = [ref for ref in _QUEUES if ref() is not None] + [weakref.ref(self)]
+
+    def appendleft(self, item: Any) -> None:
+        with self._lock:
+            full = len(self) == self.maxlen
+            super().appendleft(item)
+        if full:
+            self._stats.drop(1)
+
+    def pop(self, *args: Any) -> Any:
+        with self._lock:
+            return super().pop(*args)
+
+
+_QUEUES: list[weakref.ref[_CountingQueue]] = []
+
+
+def reinit_after_fork() -> None:
+    """In a forked child: new locks for the queues (another thread may have held one at the fork)."""
+    for ref in list(_QUEUES):
+        queue = ref()
+        if queue is not None:
+            queue._lock = threading.Lock()
+
+
+def count_drops(processor: Any, stats: SignalStats) -> bool:
+    """Count the drops of a ``BatchSpanProcessor`` / ``BatchLogRecordProcessor`` into ``stats``.
+
+    Returns ``False`` (and logs once) when the installed SDK is shaped differently: the exported and
+    failed counts still work, drops are then not counted.
+    """
+    batch = getattr(processor, "_batch_processor", None)
+    inner = getattr(batch, "_metrics", None)
+    queue = getattr(batch, "_queue", None)
+    if batch is None or inner is None or queue is None or not hasattr(inner, "drop_items"):
+        _logger.warning(
+            "victor_otel: this opentelemetry-sdk's batch processor is unknown to victor_otel; dropped %s are "
+            "not counted (exported and failed ones are)", stats.signal,
+        )
+        return False
+    queue_counts = False
+    if type(queue) is collections.deque and queue.maxlen is not None and not queue:
+        queue = batch._queue = _CountingQueue((), queue.maxlen, stats)
+        queue_counts = True
+    if not isinstance(inner, _DropCounter):
+        batch._metrics = _DropCounter(inner, stats, queue_counts)
+    stats.queue_length = queue.__len__
+    stats.queue_capacity = getattr(batch, "_max_queue_size", None)
+    return True

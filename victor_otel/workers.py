@@ -1,0 +1,505 @@
+"""Several worker processes: fork safety, exact ``/metrics`` across workers, draining on SIGTERM.
+
+**Fork safety.** ``init()`` registers :func:`after_fork_in_child` with ``os.register_at_fork``, so that
+``gunicorn --preload`` (``init()`` in the master, workers forked from it) works: in each child the
+registry and the export counts start from zero (the parent's calls are the parent's), locks are new,
+the Resource gets a ``service.instance.id`` of its own, OTLP exporters are rebuilt (an HTTP connection
+must not be shared with the parent), the multi-process snapshot writer restarts under a new file, and
+the process gauges follow the child's pid. The SDK's batch processors and periodic reader restart their
+own threads (their own at-fork hooks).
+
+**Two supported ways to get exact totals from N workers** (see the README's "Operating"):
+
+- *OTLP push per worker* (``OTEL_METRICS_EXPORTER=otlp``): each worker pushes its own cumulative
+  counters with its own ``service.instance.id``; the collector / Prometheus sums over instances.
+- *Multi-process /metrics* (``VICTOR_OTEL_MULTIPROC_DIR``): every worker writes a snapshot of its
+  pre-aggregated counters to a shared directory (every :data:`SNAPSHOT_INTERVAL` seconds, at every
+  scrape it answers, and at exit); a scrape of any worker sums every snapshot per label set, so the
+  numbers are the same whichever worker answers and a dead worker's counts are kept.
+
+**Draining.** ``instrument_app()`` wraps the app's lifespan: at start-up the server's SIGTERM handler is
+wrapped so that SIGTERM first turns readiness to 503 (``Lifecycle.DRAINING``), keeps serving for
+``drain_seconds``, then lets the server stop; at lifespan shutdown spans, logs and metrics are flushed
+within ``shutdown_timeout``. ``init()`` also installs a SIGTERM handler when the process has none, so
+that a plain process flushes before it dies of the signal as it would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    Histogram,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    Sum,
+)
+
+from victor_otel import exporting
+from victor_otel import instruments as contract
+from victor_otel.errors import VictorOtelConfigError
+
+_logger = logging.getLogger("victor_otel")
+
+#: Seconds between two snapshots of a worker's counters in multi-process mode.
+SNAPSHOT_INTERVAL = 1.0
+_FORMAT = 1
+_PREFIX = "victor-otel-"
+_WINDOW_GAUGES = (contract.THROUGHPUT.otel_name, contract.ERROR_RATE.otel_name, contract.CACHE_HIT_RATE.otel_name)
+_CUMULATIVE = AggregationTemporality.CUMULATIVE
+
+
+# -- multi-process /metrics -------------------------------------------------------------------------
+
+
+def check_directory(directory: str) -> Path:
+    """The multi-process directory, created if needed; :class:`VictorOtelConfigError` if not writable."""
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as error:
+        raise VictorOtelConfigError(
+            f"multiproc_dir: {directory!r} is not a writable directory ({error.strerror}); accepted: a "
+            "directory every worker can write to (VICTOR_OTEL_MULTIPROC_DIR)"
+        ) from None
+    return path
+
+
+def _key(name: str, attributes: dict[str, Any]) -> tuple[str, str]:
+    return name, json.dumps(attributes, sort_keys=True)
+
+
+class Multiprocess:
+    """Snapshots of this worker's counters in a shared directory, and their sum for ``/metrics``.
+
+    A snapshot is a small JSON file per process (``victor-otel-<pid>-<id>.json``), replaced atomically,
+    holding the cumulative sums and histograms the registry and the export counts produce, and each
+    coordinator's sliding-window counts (the rate gauges are recomputed from the summed counts).
+    """
+
+    def __init__(self, directory: str, producers: Iterable[Callable[[], Iterable[Metric]]], registry: Any) -> None:
+        self.directory = check_directory(directory)
+        self._producers = tuple(producers)
+        self._registry = registry
+        self._new_identity()
+
+    def _new_identity(self) -> None:
+        self.pid = os.getpid()
+        self.path = self.directory / f"{_PREFIX}{self.pid}-{uuid.uuid4().hex[:12]}.json"
+        self._write_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.write()
+        self._thread = threading.Thread(target=self._run, name="victor-otel-multiprocess", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(SNAPSHOT_INTERVAL):
+            try:
+                self.write()
+            except Exception:  # a full disk must not kill the thread: the next tick tries again
+                _logger.warning("victor_otel: writing the multi-process snapshot failed", exc_info=True)
+
+    def snapshot(self) -> dict[str, Any]:
+        """This process's counters as a JSON-able dict."""
+        sums: list[list[Any]] = []
+        histograms: list[list[Any]] = []
+        gauges: list[list[Any]] = []
+        for produce in self._producers:
+            for metric in produce():
+                data = metric.data
+                head = [metric.name, metric.unit, metric.description]
+                if isinstance(data, Sum):
+                    for p in data.data_points:
+                        sums.append([*head, dict(p.attributes or {}), p.start_time_unix_nano, p.value,
+                                     data.is_monotonic])
+                elif isinstance(data, Histogram):
+                    for h in data.data_points:
+                        histograms.append([*head, dict(h.attributes or {}), h.start_time_unix_nano, h.count, h.sum,
+                                           list(h.explicit_bounds), list(h.bucket_counts)])
+                elif isinstance(data, Gauge) and metric.name not in _WINDOW_GAUGES:
+                    for p in data.data_points:
+                        gauges.append([*head, dict(p.attributes or {}), p.value])
+        windows = []
+        for state in self._registry.all_coordinators():
+            stats = state.stats()
+            windows.append([dict(state.attributes), stats.calls, stats.errors, stats.cache_hits,
+                            stats.cache_misses, stats.seconds])
+        return {"format": _FORMAT, "pid": os.getpid(), "written": time.time(), "sums": sums,
+                "histograms": histograms, "gauges": gauges, "windows": windows}
+
+    def write(self) -> dict[str, Any]:
+        """Write this process's snapshot (atomically: readers never see half a file); return it."""
+        snap = self.snapshot()
+        with self._write_lock:
+            tmp = self.path.with_suffix(f".tmp{threading.get_ident()}")
+            tmp.write_text(json.dumps(snap, separators=(",", ":")))
+            os.replace(tmp, self.path)
+        return snap
+
+    def close(self) -> None:
+        """Stop the writer and write the last snapshot (the worker's counts outlive it)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2)
+        try:
+            self.write()
+        except Exception:
+            _logger.warning("victor_otel: writing the last multi-process snapshot failed", exc_info=True)
+
+    def reinit_after_fork(self) -> None:
+        """In a forked child: a file of its own and a writer thread of its own."""
+        running = self._thread is not None and not self._stop.is_set()
+        self._new_identity()
+        if running:
+            self.start()
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def _others(self) -> list[dict[str, Any]]:
+        found = []
+        for path in self.directory.glob(f"{_PREFIX}*.json"):
+            if path == self.path:
+                continue
+            try:
+                snap = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # vanished or foreign: the next scrape reads it again
+            if isinstance(snap, dict) and snap.get("format") == _FORMAT:
+                found.append(snap)
+        return found
+
+    def produce(self) -> list[Metric]:
+        """Every worker's counters summed per label set (this worker's read live, the others' from files)."""
+        own = self.write()
+        return merge_snapshots(own, self._others(), window_seconds=self._registry.window_seconds)
+
+
+def merge_snapshots(own: dict[str, Any], others: list[dict[str, Any]], window_seconds: float) -> list[Metric]:
+    """Sum counters and histograms over snapshots; rebuild the window gauges from summed window counts.
+
+    Gauges other than the window ones describe one process: only ``own``'s are kept. A snapshot older
+    than the window (a worker gone) adds nothing to the window gauges but keeps its counters.
+    """
+    now = time.time()
+    now_ns = time.time_ns()
+    meta: dict[str, tuple[str, str]] = {}
+    sums: dict[tuple[str, str], list[Any]] = {}
+    monotonic: dict[str, bool] = {}
+    hists: dict[tuple[str, str], list[Any]] = {}
+    windows: dict[str, list[Any]] = {}
+    for snap in (own, *others):
+        try:
+            for name, unit, description, attrs, start, value, is_monotonic in snap["sums"]:
+                meta[name] = (unit, description)
+                monotonic[name] = bool(is_monotonic)
+                cell = sums.setdefault(_key(name, attrs), [attrs, start, 0])
+                cell[1] = min(cell[1], start)
+                cell[2] += value
+            for name, unit, description, attrs, start, count, total, bounds, buckets in snap["histograms"]:
+                meta[name] = (unit, description)
+                key = _key(name, attrs)
+                if key not in hists:
+                    hists[key] = [attrs, start, 0, 0.0, list(bounds), [0] * len(buckets)]
+                cell = hists[key]
+                if cell[4] != list(bounds) or len(cell[5]) != len(buckets):
+                    continue  # another version's buckets: cannot be added
+                cell[1] = min(cell[1], start)
+                cell[2] += count
+                cell[3] += total
+                cell[5] = [a + b for a, b in zip(cell[5], buckets, strict=True)]
+            if snap is own or now - float(snap["written"]) <= window_seconds:
+                for attrs, calls, errors, hits, misses, seconds in snap["windows"]:
+                    cell = windows.setdefault(json.dumps(attrs, sort_keys=True), [attrs, 0, 0, 0, 0, seconds])
+                    cell[1] += calls
+                    cell[2] += errors
+                    cell[3] += hits
+                    cell[4] += misses
+        except (KeyError, TypeError, ValueError):
+            _logger.debug("victor_otel: skipping a malformed multi-process snapshot", exc_info=True)
+    families: dict[str, list[Any]] = {}
+    for (name, _), (attrs, start, value) in sums.items():
+        families.setdefault(name, []).append(NumberDataPoint(attrs, start, now_ns, value))
+    metrics = [
+        Metric(name=name, description=meta[name][1], unit=meta[name][0],
+               data=Sum(data_points=points, aggregation_temporality=_CUMULATIVE, is_monotonic=monotonic[name]))
+        for name, points in families.items()
+    ]
+    hist_families: dict[str, list[HistogramDataPoint]] = {}
+    for (name, _), (attrs, start, count, total, bounds, buckets) in hists.items():
+        hist_families.setdefault(name, []).append(
+            HistogramDataPoint(attributes=attrs, start_time_unix_nano=start, time_unix_nano=now_ns, count=count,
+                               sum=total, bucket_counts=buckets, explicit_bounds=bounds,
+                               min=float("nan"), max=float("nan"))
+        )
+    metrics += [
+        Metric(name=name, description=meta[name][1], unit=meta[name][0],
+               data=Histogram(data_points=points, aggregation_temporality=_CUMULATIVE))
+        for name, points in hist_families.items()
+    ]
+    metrics += _window_gauges(windows.values(), sums)
+    gauge_families: dict[str, list[Any]] = {}
+    gauge_meta: dict[str, tuple[str, str]] = {}
+    for name, unit, description, attrs, value in own.get("gauges", []):
+        gauge_meta[name] = (unit, description)
+        gauge_families.setdefault(name, []).append(NumberDataPoint(attrs, 0, now_ns, value))
+    metrics += [
+        Metric(name=name, description=gauge_meta[name][1], unit=gauge_meta[name][0], data=Gauge(points))
+        for name, points in gauge_families.items()
+    ]
+    return metrics
+
+
+def _window_gauges(windows: Iterable[list[Any]], sums: dict[tuple[str, str], list[Any]]) -> list[Metric]:
+    now_ns = time.time_ns()
+    with_cache = {key for name, key in sums if name == contract.CACHE_HITS.otel_name}
+    throughput, error_rate, hit_rate = [], [], []
+    for attrs, calls, errors, hits, misses, seconds in windows:
+        throughput.append(NumberDataPoint(attrs, 0, now_ns, calls / seconds if seconds > 0 else 0.0))
+        error_rate.append(NumberDataPoint(attrs, 0, now_ns, errors / calls if calls else 0.0))
+        if json.dumps(attrs, sort_keys=True) in with_cache:
+            lookups = hits + misses
+            hit_rate.append(NumberDataPoint(attrs, 0, now_ns, hits / lookups if lookups else 0.0))
+    metrics = []
+    for spec, points in ((contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput),
+                         (contract.ERROR_RATE, error_rate)):
+        if points:
+            metrics.append(Metric(name=spec.otel_name, description=spec.description, unit=spec.unit,
+                                  data=Gauge(points)))
+    return metrics
+
+
+# -- fork safety ------------------------------------------------------------------------------------
+
+_fork_hook_registered = False
+
+
+def register_fork_hook() -> None:
+    """Register :func:`after_fork_in_child` once per process (called by ``init()``)."""
+    global _fork_hook_registered
+    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=after_fork_in_child)
+        _fork_hook_registered = True
+
+
+def after_fork_in_child() -> None:
+    """Make the state a forked child inherited its own (see the module's docstring)."""
+    from victor_otel import bootstrap
+    from victor_otel.registry import get_registry
+
+    try:
+        bootstrap._lock = threading.RLock()  # another thread may have held it at the fork
+        registry = get_registry()
+        registry._lock = threading.Lock()
+        registry.reset()  # the parent's calls are counted by the parent
+        telemetry = bootstrap._current
+        if telemetry is None:
+            return
+        _reinit_telemetry(telemetry)
+    except Exception:  # never let telemetry break a fork
+        _logger.exception("victor_otel: re-initialising after fork failed")
+
+
+def _reinit_telemetry(telemetry: Any) -> None:
+    import psutil
+
+    telemetry._process = psutil.Process()
+    telemetry._cpu_lock = threading.Lock()
+    telemetry._started_monotonic = time.monotonic()
+    telemetry.started_at = time.time()
+    telemetry.exports.reset_after_fork()
+    exporting.reinit_after_fork()
+    telemetry.resource = _child_resource(telemetry.resource)
+    for reader in telemetry.readers:
+        if hasattr(reader, "_resource"):
+            reader._resource = telemetry.resource
+    for counted in telemetry._exporters:
+        counted.reinit_after_fork()
+    if telemetry.prometheus_registry is not None:
+        telemetry.prometheus_registry._serial = threading.Lock()
+    for reader in telemetry.readers:
+        if hasattr(reader, "_export_lock"):
+            # The SDK's periodic reader restarts its thread after fork but keeps this lock, which the
+            # parent's thread holds while it exports: a fork during a push would stop the child's for good.
+            reader._export_lock = threading.Lock()
+        collector = getattr(reader, "_collector", None)
+        if collector is not None and hasattr(collector, "_target_info"):
+            collector._target_info = None  # rebuilt with the new service.instance.id
+            collector._metrics_datas.clear()
+    # The standalone server's thread lives in the parent: the child must not try to stop it.
+    telemetry.metrics_server = None
+    if telemetry.multiprocess is not None:
+        telemetry.multiprocess.reinit_after_fork()
+
+
+def _child_resource(resource: Any) -> Any:
+    """The Resource with this child's own ``service.instance.id``.
+
+    The SDK (1.40+) refreshes its providers' Resource after a fork with the id its
+    ``ServiceInstanceIdResourceDetector`` keeps per pid; the same detector gives ours the same id.
+    Older SDKs do not: there every provider shares our one Resource object, whose attributes are
+    replaced in place.
+    """
+    try:
+        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
+    except ImportError:
+        attributes = dict(resource.attributes)
+        attributes["service.instance.id"] = str(uuid.uuid4())
+        resource._attributes = BoundedAttributes(attributes=attributes, immutable=True)
+        return resource
+    return resource.merge(ServiceInstanceIdResourceDetector().detect())
+
+
+def enable_multiprocess(telemetry: Any) -> None:
+    """Multi-process mode for ``telemetry`` (``multiproc_dir`` set): snapshots, and /metrics summing them."""
+    from victor_otel.bootstrap import VictorPrometheusReader
+
+    registry_produce = telemetry.registry.produce
+    exports_produce = telemetry.exports.produce
+    multiprocess = Multiprocess(telemetry.settings.multiproc_dir, (registry_produce, exports_produce),
+                                telemetry.registry)
+    telemetry.multiprocess = multiprocess
+    for reader in telemetry.readers:
+        if isinstance(reader, VictorPrometheusReader):
+            # /metrics only: OTLP pushes stay per process (the collector sums over service.instance.id).
+            reader._replacements = {registry_produce: multiprocess.produce, exports_produce: lambda: []}
+    multiprocess.start()
+
+
+# -- draining and flushing --------------------------------------------------------------------------
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Export what is buffered (spans, logs, metrics, the multi-process snapshot) within ``timeout``
+    seconds (default ``shutdown_timeout``), without stopping anything. ``False`` if it ran out of time."""
+    from victor_otel import bootstrap
+
+    telemetry = bootstrap.current()
+    if telemetry is None:
+        return True
+    budget = telemetry.settings.shutdown_timeout if timeout is None else timeout
+    done = threading.Event()
+
+    def run() -> None:
+        millis = int(budget * 1000)
+        try:
+            if telemetry.multiprocess is not None:
+                telemetry.multiprocess.write()
+            for provider in (telemetry.tracer_provider if telemetry._owned_tracer_provider else None,
+                             telemetry.logger_provider, telemetry.meter_provider):
+                if provider is not None:
+                    provider.force_flush(millis)
+        except Exception:
+            _logger.exception("victor_otel: flushing failed")
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="victor-otel-flush", daemon=True).start()
+    return done.wait(budget)
+
+
+def _drain_seconds() -> float:
+    from victor_otel import bootstrap
+
+    telemetry = bootstrap.current()
+    return telemetry.settings.drain_seconds if telemetry is not None else 0.0
+
+
+def _start_draining() -> None:
+    from victor_otel import bootstrap
+
+    telemetry = bootstrap.current()
+    if telemetry is not None and telemetry.lifecycle in (bootstrap.Lifecycle.STARTING, bootstrap.Lifecycle.READY):
+        telemetry.lifecycle = bootstrap.Lifecycle.DRAINING
+
+
+def wrap_sigterm() -> bool:
+    """Put a draining step in front of the current SIGTERM handler (the server's).
+
+    On SIGTERM readiness turns 503 at once; the server's own handler runs ``drain_seconds`` later, so
+    that load balancers see the 503 and stop sending before the listener closes. Main thread only;
+    returns whether it was installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+    if getattr(previous, "_victor_otel_drain", False) or not callable(previous):
+        return False
+    server_handler: Callable[[int, FrameType | None], Any] = previous
+
+    def drain(signum: int, frame: FrameType | None) -> None:
+        _start_draining()
+        delay = _drain_seconds()
+        if delay <= 0:
+            server_handler(signum, frame)
+            return
+        _logger.info("victor_otel: SIGTERM: readiness is 503; the server stops in %.1f s", delay)
+        timer = threading.Timer(delay, server_handler, args=(signum, None))
+        timer.daemon = True
+        timer.start()
+
+    drain._victor_otel_drain = True  # type: ignore[attr-defined]
+    signal.signal(signal.SIGTERM, drain)
+    return True
+
+
+def install_exit_handler() -> bool:
+    """When SIGTERM would kill the process outright (no handler), flush first, then die of it as before.
+
+    Called by ``init()``; a handler the application or its server installed is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+
+    def flush_then_die(signum: int, frame: FrameType | None) -> None:
+        from victor_otel import bootstrap
+
+        _start_draining()
+        try:
+            bootstrap.shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, flush_then_die)
+    return True
+
+
+def lifespan(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Wrap an ASGI app's lifespan: drain on SIGTERM while serving, flush when the server stops."""
+
+    @contextlib.asynccontextmanager
+    async def wrapped(app: Any) -> AsyncIterator[Any]:
+        async with original(app) as state:
+            wrap_sigterm()
+            try:
+                yield state
+            finally:
+                await asyncio.to_thread(flush)  # the loop keeps running while spans and logs leave
+
+    return wrapped
