@@ -602,6 +602,40 @@ def test_records_go_through_the_logger_provider_with_trace_context(
     assert lines(out)[0]["message"] == "key [REDACTED]"  # the same prepared record, written once each
 
 
+def test_the_exporters_own_diagnostics_are_not_bridged(out: io.StringIO) -> None:
+    telemetry = victor_otel.init(service_name="t", traces_exporter="none", logs_exporter="console")
+    exported = InMemoryLogRecordExporter()
+    telemetry.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(exported))
+    victor_otel.setup_coordinator_logging(stream=out, root=True)
+    logging.getLogger("opentelemetry.sdk._logs.test").warning("export failed")
+    logging.getLogger("victor_otel").warning("exporter gave up")
+    logging.getLogger("app").warning("bridged")
+    assert [r.log_record.body for r in exported.get_finished_logs()] == ["bridged"]
+    assert [r["message"] for r in lines(out)] == ["export failed", "exporter gave up", "bridged"]
+
+
+def test_threads_keep_their_own_correlation(out: io.StringIO) -> None:
+    import threading
+
+    victor_otel.setup_coordinator_logging(stream=out)
+    logger = victor_otel.get_coordinator_logger("Chat")
+
+    def work(n: int) -> None:
+        with victor_otel.request_context(f"thread-{n}"):
+            for i in range(50):
+                logger.info("step", extra={"n": n, "i": i})
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    records = lines(out)
+    assert len(records) == 200
+    assert all(r["request_id"] == f"thread-{r['n']}" for r in records)
+    assert all(TIMESTAMP.match(r["timestamp"]) for r in records)
+
+
 def test_the_bridge_is_silent_without_a_logger_provider(out: io.StringIO) -> None:
     victor_otel.init(service_name="t", traces_exporter="none")
     victor_otel.setup_coordinator_logging(stream=out)

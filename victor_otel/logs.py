@@ -429,18 +429,10 @@ def _coordinator_of(logger_name: str) -> str | None:
     return name or None
 
 
-_ts_second = -1
-_ts_prefix = ""
+# (second, "YYYY-MM-DDTHH:MM:SS") of the last record: one tuple, read and replaced whole, so that threads
+# logging across a second boundary never pair one second's prefix with another's.
+_ts_cache: tuple[int, str] = (-1, "")
 _MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
-
-
-def _timestamp(record: logging.LogRecord) -> str:
-    global _ts_second, _ts_prefix
-    second = int(record.created)
-    if second != _ts_second:
-        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _ts_second = second
-    return _ts_prefix + _MILLISECONDS[int(record.msecs) % 1000]
 
 
 def _context_key(context: otel_context.Context) -> str | None:
@@ -480,7 +472,7 @@ def prepare(record: logging.LogRecord) -> dict[str, Any]:
     Correlation (``trace_id``, ``span_id``, ``request_id``) is read from the current context, so it
     must run in the thread (or task) that logged: our handlers are synchronous.
     """
-    global _last_trace, _last_request_id, _ts_second, _ts_prefix
+    global _last_trace, _last_request_id, _ts_cache
     attributes = record.__dict__
     data: dict[str, Any] | None = attributes.get(_PREPARED)
     if data is not None:
@@ -525,11 +517,11 @@ def prepare(record: logging.LogRecord) -> dict[str, Any]:
             _last_request_id = request_id
 
     second = int(record.created)
-    if second != _ts_second:  # the same as _timestamp(record), inlined: this is the hot path
-        _ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _ts_second = second
+    cached = _ts_cache
+    if second != cached[0]:  # a new second: format its prefix once
+        cached = _ts_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
     data = {
-        "timestamp": _ts_prefix + _MILLISECONDS[int(record.msecs) % 1000],
+        "timestamp": cached[1] + _MILLISECONDS[int(record.msecs) % 1000],
         "level": record.levelname,
         "logger": name,
         "message": text(message),
@@ -707,6 +699,7 @@ def _severity(levelno: int) -> SeverityNumber:
 
 
 _OTEL_SEVERITY_TEXT = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_NOT_BRIDGED = ("opentelemetry", "victor_otel")
 
 
 class OTelBridgeHandler(logging.Handler):
@@ -725,8 +718,8 @@ class OTelBridgeHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         telemetry = bootstrap.current()
         provider = telemetry.logger_provider if telemetry is not None else None
-        if provider is None:
-            return
+        if provider is None or record.name.startswith(_NOT_BRIDGED):
+            return  # the exporters' own diagnostics must not feed the pipeline that reports them
         try:
             if provider is not self._provider:
                 self._provider, self._loggers = provider, {}
