@@ -20,7 +20,9 @@ return the capture (their arguments are validated and recorded in :attr:`Capture
 and ``shutdown()`` calls are no-ops, so application start-up code runs unchanged.
 
 Settings for one test: ``@pytest.mark.capotel(service_name="chat", window_seconds=10)``. Disable the
-plugin with ``-p no:victor_otel``.
+plugin with ``-p no:victor_otel``. What the test itself configures stays its own business: health
+checks it adds (``remove_health_check``) and a ``setup_coordinator_logging()`` it calls
+(``teardown_coordinator_logging``).
 """
 
 from __future__ import annotations
