@@ -120,6 +120,8 @@ class FaultServer:
         self.span_names: list[str] = []
         self.span_instances: list[str] = []
         self.span_attributes: list[dict[str, Any]] = []
+        #: Every span as a dict: name, attributes, status (message), instance, events (name, attributes).
+        self.spans: list[dict[str, Any]] = []
         self.log_bodies: list[Any] = []
         self.log_attributes: list[dict[str, Any]] = []
         self.metric_points = 0
@@ -204,6 +206,12 @@ class FaultServer:
                             self.span_names.append(span.name)
                             self.span_instances.append(instance)
                             self.span_attributes.append(_attributes(span.attributes))
+                            self.spans.append({
+                                "name": span.name, "attributes": _attributes(span.attributes),
+                                "status": span.status.message, "instance": instance,
+                                "events": [{"name": e.name, "attributes": _attributes(e.attributes)}
+                                           for e in span.events],
+                            })
             return ExportTraceServiceResponse().SerializeToString()
         if signal == "logs":
             logs = ExportLogsServiceRequest.FromString(body)

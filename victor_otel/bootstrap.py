@@ -35,6 +35,7 @@ from opentelemetry.sdk.metrics.export import (
     ResourceMetrics,
     ScopeMetrics,
 )
+from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import (
@@ -478,6 +479,19 @@ def _build_traces(
     telemetry.tracer = telemetry.tracer_provider.get_tracer("victor_otel", __version__)
 
 
+#: The labels the HTTP server metrics keep (instrument_app's FastAPI / ASGI instrumentation). The others
+#: (http.host, http.server_name, net.host.name, net.host.port) come from the client's Host header: a
+#: client sending random hosts would create a series per request.
+BOUNDED_HTTP_ATTRIBUTES = frozenset({
+    "http.method", "http.scheme", "http.status_code", "http.flavor", "http.target", "http.route",
+    "http.request.method", "http.response.status_code", "network.protocol.version", "url.scheme", "error.type",
+})
+
+
+def _bounded_views() -> list[View]:
+    return [View(instrument_name="http.server.*", attribute_keys=set(BOUNDED_HTTP_ATTRIBUTES))]
+
+
 def _build_metrics(telemetry: Telemetry) -> None:
     settings = telemetry.settings
     readers = _metric_readers(settings, telemetry)
@@ -495,7 +509,7 @@ def _build_metrics(telemetry: Telemetry) -> None:
         telemetry.meter_provider = existing
     else:
         provider = MeterProvider(
-            resource=telemetry.resource, metric_readers=readers, shutdown_on_exit=False
+            resource=telemetry.resource, metric_readers=readers, shutdown_on_exit=False, views=_bounded_views()
         )
         telemetry.meter_provider = provider
         telemetry._owned_meter_provider = True

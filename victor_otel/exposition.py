@@ -146,7 +146,7 @@ def start_metrics_server(
     """Serve ``/metrics`` on ``host:port`` from a background thread (``port=0``: any free port).
 
     Binds to the loopback address unless told otherwise: metrics reveal internals. Requires the
-    credentials of ``metrics_token`` / ``metrics_basic_auth`` when they are set; answers GET and HEAD only.
+    credentials of ``metrics_token`` / ``metrics_basic_auth`` when they are set; answers GET (and OPTIONS).
     """
     from victor_otel.config import _number
 
@@ -175,11 +175,11 @@ _WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 def _guarded(app: _WSGIApp, settings: Settings) -> _WSGIApp:
-    """prometheus_client's WSGI app behind the credentials check and a GET / HEAD filter."""
+    """prometheus_client's WSGI app behind the credentials check (it answers GET and OPTIONS only)."""
 
     def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Length", "0")])
+        if environ.get("REQUEST_METHOD") not in ("GET", "OPTIONS"):
+            start_response("405 Method Not Allowed", [("Allow", "OPTIONS, GET"), ("Content-Length", "0")])
             return [b""]
         if not authorized(environ.get("HTTP_AUTHORIZATION"), settings):
             start_response("401 Unauthorized", [
