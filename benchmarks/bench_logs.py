@@ -7,7 +7,8 @@
   ``logger``, ``message`` and the extras; it does no correlation and no redaction). Target: ratio <= 0.8.
 - L2: one decorated call (metrics only, tracing off, the cheapest mode) with logging set up at INFO, so
   the execution hook runs and finds its DEBUG success record disabled, against the same call with no
-  logging set up. Informational: the hook's share of the hot path (the target is ratio <= 1.1).
+  logging set up. Budget: ratio <= 1.25, the hook (a dict lookup and ``isEnabledFor``) costing at most a
+  quarter of the cheapest decorated call; next to a span (tens of microseconds) it is a few percent.
 
 Both sides are timed in this process, interleaved round by round (alternating which goes first), with
 the process's CPU time: on a busy shared machine, time spent waiting for a CPU would otherwise land on
@@ -36,7 +37,7 @@ from victor_otel import decorators, logs
 from victor_otel.registry import get_registry
 
 L1_LIMIT = 0.8
-L2_LIMIT = 1.1
+L2_LIMIT = 1.25
 _ROUNDS, _QUICK_ROUNDS = 21, 2
 
 
@@ -163,7 +164,7 @@ def decorator_overhead(iterations: int = 50_000, rounds: int = _ROUNDS) -> dict[
     assert decorators._runtime.on_execution is None
     return _summary(
         "L2", "decorated call, metrics only: logging set up (hook, record disabled) vs none", pairs, L2_LIMIT,
-        "informational: the execution hook on the hot path",
+        "the execution hook on the hot path, record disabled",
     )
 
 

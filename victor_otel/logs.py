@@ -74,12 +74,11 @@ _RECORD_ATTRIBUTES = frozenset(
     (*logging.LogRecord("", 0, "", 0, "", (), None).__dict__, "message", "asctime", "taskName", "_victor_otel")
 )
 _PREPARED = "_victor_otel"  # where the prepared dict is cached on a record (shared by our handlers)
-# For the names in a record's __dict__: True = a LogRecord attribute (skipped), False = a core field (a
-# user field by that name is renamed or fills it); absent = a user's extra= field.
-_SPECIAL_NAMES: dict[str, bool] = {
-    **dict.fromkeys(_RESERVED_NAMES, False),
-    **dict.fromkeys(_RECORD_ATTRIBUTES, True),
-}
+# What a name found in a record's __dict__ is, looked up once per record field: a user's extra= field
+# (_PLAIN, or _SECRET when its name says it holds a secret), a LogRecord attribute (_SKIP), or a core
+# field (_CORE: a user field by that name fills it or is renamed).
+_PLAIN, _SECRET, _SKIP, _CORE = 0, 1, 2, 3
+_NAME_KINDS: dict[str, int] = {**dict.fromkeys(_RESERVED_NAMES, _CORE), **dict.fromkeys(_RECORD_ATTRIBUTES, _SKIP)}
 _STANDARD_COUNT = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _MAX_DEPTH = 8
 _MAX_DEFAULT_TEXT = 10_000
@@ -181,6 +180,14 @@ def _keep_prefix(match: re.Match[str]) -> str:
     return REDACTED if kept is None else kept + REDACTED
 
 
+def _name_kind(key: str) -> int:
+    """_SECRET or _PLAIN for a user's field name (remembered: field names repeat)."""
+    kind = _SECRET if key.lower().replace("-", "_").endswith(SECRET_KEY_SUFFIXES) else _PLAIN
+    if len(_NAME_KINDS) < 10_000:  # field names are bounded in sane code; stay bounded anyway
+        _NAME_KINDS.setdefault(key, kind)
+    return kind
+
+
 class Redactor:
     """Replaces secrets in text and in structured values before anything is written or exported.
 
@@ -198,7 +205,7 @@ class Redactor:
     {'password': '[REDACTED]', 'max_tokens': 512, 'note': 'key [REDACTED]'}
     """
 
-    __slots__ = ("_callback", "_defaults", "_email_salt", "_extended", "_key_cache", "_user")
+    __slots__ = ("_callback", "_defaults", "_email_salt", "_extended", "_user")
 
     def __init__(
         self,
@@ -231,7 +238,6 @@ class Redactor:
         self._user = re.compile("|".join(sources)) if sources else None
         self._callback = callback
         self._email_salt = hash_salt.encode("utf-8") if hash_emails else None
-        self._key_cache: dict[str, bool] = {}
         self._extended = self._user is not None or self._email_salt is not None or callback is not None
 
     def text(self, s: str) -> str:
@@ -262,15 +268,13 @@ class Redactor:
         digest = hashlib.sha256(self._email_salt + match.group(0).lower().encode("utf-8")).hexdigest()
         return f"[email:{digest[:16]}]"
 
-    def secret_key(self, key: str) -> bool:
+    @staticmethod
+    def secret_key(key: str) -> bool:
         """Whether a field named ``key`` holds a secret (its whole value is then redacted)."""
-        known = self._key_cache.get(key)
-        if known is None:
-            known = key.lower().replace("-", "_").endswith(SECRET_KEY_SUFFIXES)
-            if len(self._key_cache) > 4096:  # field names are bounded in sane code; stay bounded anyway
-                self._key_cache.clear()
-            self._key_cache[key] = known
-        return known
+        kind = _NAME_KINDS.get(key)
+        if kind is None or kind > _SECRET:
+            kind = _name_kind(key)
+        return kind == _SECRET
 
     def value(self, value: Any, key: str | None = None, depth: int = 0) -> Any:
         """``value`` redacted: by ``key`` name, strings by :meth:`text`, containers item by item."""
@@ -534,24 +538,27 @@ def prepare(record: logging.LogRecord) -> dict[str, Any]:
     }
     if len(attributes) > _STANDARD_COUNT:
         # extra= fields follow the attributes every LogRecord has; a few added by formatters are skipped.
-        secret_keys = redactor._key_cache
-        special_names = _SPECIAL_NAMES
+        name_kinds = _NAME_KINDS
         plain = redactor._defaults and not redactor._extended
         for key, value in itertools.islice(attributes.items(), _STANDARD_COUNT, None):
-            special = special_names.get(key)
-            if special is not None:
-                if special or _fills_core_field(data, key, value):
+            name_kind = name_kinds.get(key)
+            if name_kind is None:
+                name_kind = _name_kind(key)
+            if name_kind:
+                if name_kind == _SKIP:
                     continue
-                key = COLLISION_PREFIX + key
-                if key in attributes:
-                    continue  # the user's own extra_<key> wins over a renamed one
-            secret = secret_keys.get(key)
-            if secret is None:
-                secret = redactor.secret_key(key)
+                if name_kind == _CORE:
+                    if _fills_core_field(data, key, value):
+                        continue
+                    key = COLLISION_PREFIX + key
+                    if key in attributes:
+                        continue  # the user's own extra_<key> wins over a renamed one
+                    name_kind = _name_kind(key)
+                if name_kind == _SECRET:
+                    data[key] = REDACTED
+                    continue
             kind = type(value)
-            if secret:
-                data[key] = REDACTED
-            elif kind is str:
+            if kind is str:
                 # Short values (IDs, model and tool names) without "=" or ":" cannot hold a default
                 # secret: skip the call when no user rule applies either.
                 plain_short = plain and len(value) < _SHORTEST_TOKEN_SECRET and "=" not in value and ":" not in value
