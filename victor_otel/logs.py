@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import functools
 import hashlib
 import itertools
 import json
@@ -113,27 +114,32 @@ _KEY_NAMES = (
     r"|secret[_-]?key|authorization|auth|credentials?|cookie"
 )
 # One alternation for every default pattern; the groups ending in "keep" are written back unchanged.
-_DEFAULT_PATTERN = re.compile(
-    "|".join(
-        (
-            # password=..., "api_key": "...", Authorization: Bearer ... (the key is kept, the value goes)
-            rf"(?P<kvkeep>(?i:{_KEY_NAMES})[\"']?[ \t]*[:=][ \t]*[\"']?)(?i:(?:bearer|basic|token)[ \t]+)?"
-            r"[^\s\"',;&}]+",
-            r"(?P<bearerkeep>(?i:bearer)[ \t]+)[A-Za-z0-9._~+/=-]{8,}",
-            r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}",  # OpenAI / Anthropic style API keys
-            r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",  # AWS access key IDs
-            r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",  # JWTs
-            r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",  # GitHub tokens
-            r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack tokens
-            r"AIza[0-9A-Za-z_-]{35}",  # Google API keys
-            r"(?P<urlkeep>://[^/\s:@]{1,256}:)[^/\s@]{1,256}(?=@)",  # passwords in URLs
-            r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----[\s\S]*?-----END [A-Z ]{0,20}PRIVATE KEY-----",
-        )
+# Compiled on first use (see _patterns): importing victor_otel stays cheap.
+_DEFAULT_SOURCE = "|".join(
+    (
+        # password=..., "api_key": "...", Authorization: Bearer ... (the key is kept, the value goes)
+        rf"(?P<kvkeep>(?i:{_KEY_NAMES})[\"']?[ \t]*[:=][ \t]*[\"']?)(?i:(?:bearer|basic|token)[ \t]+)?"
+        r"[^\s\"',;&}]+",
+        r"(?P<bearerkeep>(?i:bearer)[ \t]+)[A-Za-z0-9._~+/=-]{8,}",
+        r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}",  # OpenAI / Anthropic style API keys
+        r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",  # AWS access key IDs
+        r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",  # JWTs
+        r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",  # GitHub tokens
+        r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack tokens
+        r"AIza[0-9A-Za-z_-]{35}",  # Google API keys
+        r"(?P<urlkeep>://[^/\s:@]{1,256}:)[^/\s@]{1,256}(?=@)",  # passwords in URLs
+        r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----[\s\S]*?-----END [A-Z ]{0,20}PRIVATE KEY-----",
     )
 )
-_EMAIL = re.compile(
+_EMAIL_SOURCE = (
     r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
 )
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The default secrets pattern and the e-mail pattern, compiled once, when a string first needs them."""
+    return re.compile(_DEFAULT_SOURCE), re.compile(_EMAIL_SOURCE)
 
 
 def _names_a_secret(s: str) -> bool:
@@ -158,7 +164,7 @@ _SHORTEST_TOKEN_SECRET = 15
 
 def _may_hold_token(s: str) -> bool:
     # A handful of substring tests (C speed) decide whether the regex has to run at all: every
-    # alternative of _DEFAULT_PATTERN needs one of these substrings to match.
+    # alternative of the default pattern needs one of these substrings to match.
     return (
         "sk-" in s
         or "earer" in s
@@ -250,12 +256,12 @@ class Redactor:
             )
             or (len(s) >= _SHORTEST_TOKEN_SECRET and _may_hold_token(s))
         ):
-            s = _DEFAULT_PATTERN.sub(_keep_prefix, s)
+            s = _patterns()[0].sub(_keep_prefix, s)
         if self._extended:
             if self._user is not None:
                 s = self._user.sub(REDACTED, s)
             if self._email_salt is not None and "@" in s:
-                s = _EMAIL.sub(self._hash_email, s)
+                s = _patterns()[1].sub(self._hash_email, s)
             if self._callback is not None:
                 try:
                     s = str(self._callback(s))
