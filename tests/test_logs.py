@@ -275,6 +275,13 @@ def test_user_patterns_callback_and_hashed_emails(out: io.StringIO) -> None:
     assert unsalted != first["user_id"]
 
 
+def test_compiled_patterns_keep_their_flags() -> None:
+    redactor = logs.Redactor(patterns=[re.compile(r"project (apollo|gemini)", re.IGNORECASE), r"case-\d+"])
+    assert redactor.text("PROJECT Apollo and case-7") == "[REDACTED] and [REDACTED]"
+    separate = logs.Redactor(patterns=[r"(?P<x>alpha)", r"(?P<x>beta)", r"(?i)gamma"])
+    assert separate.text("alpha beta GAMMA delta") == "[REDACTED] [REDACTED] [REDACTED] delta"
+
+
 def test_a_failing_callback_fails_closed() -> None:
     def broken(text: str) -> str:
         raise RuntimeError("bug")

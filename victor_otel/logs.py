@@ -194,6 +194,9 @@ def _name_kind(key: str) -> int:
     return kind
 
 
+_SCOPED_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
+
+
 class Redactor:
     """Replaces secrets in text and in structured values before anything is written or exported.
 
@@ -223,28 +226,34 @@ class Redactor:
         defaults: bool = True,
     ) -> None:
         sources: list[str] = []
+        compiled: list[re.Pattern[str]] = []
         for pattern in patterns:
-            source = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+            source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
             if not isinstance(source, str) or not source:
                 raise VictorOtelConfigError(
-                    f"redact_patterns: {pattern!r} is not valid; accepted: regular expressions as strings"
+                    f"redact_patterns: {pattern!r} is not valid; accepted: regular expressions (str or compiled)"
                 )
             try:
-                re.compile(source)
+                compiled.append(re.compile(source, flags))
             except re.error as exc:
                 raise VictorOtelConfigError(
                     f"redact_patterns: {source!r} is not a valid regular expression ({exc})"
                 ) from None
-            sources.append(f"(?:{source})")
+            # A compiled pattern's flags survive the alternation as scoped inline flags.
+            scoped = "".join(letter for flag, letter in _SCOPED_FLAGS if flags & flag)
+            sources.append(f"(?{scoped}:{source})")
         if callback is not None and not callable(callback):
             raise VictorOtelConfigError(f"redact_callback: {callback!r} is not valid; accepted: a str -> str callable")
         if not isinstance(hash_salt, str):
             raise VictorOtelConfigError(f"hash_salt: {hash_salt!r} is not valid; accepted: a string")
+        try:
+            self._user: tuple[re.Pattern[str], ...] = (re.compile("|".join(sources)),) if sources else ()
+        except re.error:  # global inline flags, a group name used twice: apply them one after the other
+            self._user = tuple(compiled)
         self._defaults = defaults
-        self._user = re.compile("|".join(sources)) if sources else None
         self._callback = callback
         self._email_salt = hash_salt.encode("utf-8") if hash_emails else None
-        self._extended = self._user is not None or self._email_salt is not None or callback is not None
+        self._extended = bool(self._user) or self._email_salt is not None or callback is not None
 
     def text(self, s: str) -> str:
         """``s`` with every secret replaced (by :data:`REDACTED`) and e-mails hashed when asked."""
@@ -258,8 +267,8 @@ class Redactor:
         ):
             s = _patterns()[0].sub(_keep_prefix, s)
         if self._extended:
-            if self._user is not None:
-                s = self._user.sub(REDACTED, s)
+            for pattern in self._user:
+                s = pattern.sub(REDACTED, s)
             if self._email_salt is not None and "@" in s:
                 s = _patterns()[1].sub(self._hash_email, s)
             if self._callback is not None:
