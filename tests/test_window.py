@@ -55,3 +55,15 @@ def test_p95_from_calls() -> None:
     stats = window.snapshot(1.0)
     assert stats.p50 is not None and stats.p50 <= 0.025
     assert stats.p99 is not None and 15.0 < stats.p99 <= 30.0
+
+
+def test_out_of_order_calls_land_in_their_own_slot() -> None:
+    window = Window(seconds=10, slots=10, clock=0.0)
+    window.add_call(5.5, 0.1, error=False)
+    window.add_call(3.5, 0.1, error=True)  # older than the previous call: its own slot, not the last one
+    window.add_call(5.6, 0.1, error=False)
+    assert window.snapshot(5.9).calls == 3
+    later = window.snapshot(13.9)  # slot 3 has left the window, slot 5 has not
+    assert later.calls == 2 and later.errors == 0
+    window.add_call(15.5, 0.1, error=False)  # slot 5's next lap: cleared first
+    assert window.snapshot(15.9).calls == 1

@@ -92,6 +92,13 @@ class CallSite:
         span = tracer.start_span(self.span_name, attributes=self.attributes)
         return span, otel_context.attach(trace.set_span_in_context(span))
 
+    def bind(self) -> MethodSeries:
+        """(Re-)bind to the registry's series: at the first call, and after every registry reset."""
+        registry = self.registry
+        series, self.window = registry.method_series(self.coordinator, self.method)
+        self.series, self.generation = series, registry.generation
+        return series
+
     def finish(
         self,
         span: Span | None,
@@ -104,19 +111,23 @@ class CallSite:
 
         ``error_type`` overrides the exception's class name (for outcomes reported by name).
         """
+        # Every call of every decorated function comes through here: the success path is kept to a
+        # handful of attribute reads, one registry update and (with tracing) one span attribute.
         try:
-            if self.generation != self.registry.generation:
-                self.series, self.window = self.registry.method_series(self.coordinator, self.method)
-                self.generation = self.registry.generation
-            assert self.series is not None
+            series = self.series
+            if series is None or self.generation != self.registry.generation:
+                series = self.bind()
             if exc is None:
-                self.series.record(duration, None, False, self.window)
-            elif isinstance(exc, Exception):
-                self.series.record(duration, error_type or type(exc).__name__, False, self.window)
+                series.record(duration, None, False, self.window)
+                if span is not None:
+                    span.set_attribute("victor.outcome", OUTCOME_SUCCESS)
             else:
-                self.series.record(duration, None, True, self.window)
-            if span is not None:
-                _annotate(span, exc)
+                if isinstance(exc, Exception):
+                    series.record(duration, error_type or type(exc).__name__, False, self.window)
+                else:
+                    series.record(duration, None, True, self.window)
+                if span is not None:
+                    _annotate(span, exc)
             hook = _runtime.on_execution
             if hook is not None:
                 try:
@@ -129,10 +140,9 @@ class CallSite:
                 span.end()
 
 
-def _annotate(span: Span, exc: BaseException | None) -> None:
-    if exc is None:
-        span.set_attribute("victor.outcome", OUTCOME_SUCCESS)
-    elif isinstance(exc, Exception):
+def _annotate(span: Span, exc: BaseException) -> None:
+    """Mark the span of a call that raised (an error) or was cancelled; success is set in finish()."""
+    if isinstance(exc, Exception):
         span.set_attribute("victor.outcome", OUTCOME_ERROR)
         span.set_attribute("error.type", type(exc).__qualname__)
         # Exception messages and tracebacks can hold secrets: they go out redacted, like log records.
@@ -182,7 +192,12 @@ def _wrap(func: Callable[..., Any], coordinator: str, method: str) -> Callable[.
 
 def _wrap_sync(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, token = site.start_span()
+        tracer = _runtime.tracer  # site.start_span(), inlined: this is the hottest path
+        if tracer is None:
+            span = token = None
+        else:
+            span = tracer.start_span(site.span_name, attributes=site.attributes)
+            token = otel_context.attach(trace.set_span_in_context(span))
         start = perf_counter()
         try:
             result = func(*args, **kwargs)
@@ -197,7 +212,12 @@ def _wrap_sync(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
 
 def _wrap_async(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        span, token = site.start_span()
+        tracer = _runtime.tracer
+        if tracer is None:
+            span = token = None
+        else:
+            span = tracer.start_span(site.span_name, attributes=site.attributes)
+            token = otel_context.attach(trace.set_span_in_context(span))
         start = perf_counter()
         try:
             result = await func(*args, **kwargs)

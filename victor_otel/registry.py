@@ -14,11 +14,12 @@ marked ``otel.metric.overflow=true``, and a warning is logged once per family.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
+from time import monotonic
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -76,7 +77,7 @@ class MethodSeries:
 
     __slots__ = (
         "attributes", "buckets", "cancelled", "coordinator", "count", "errors", "lock", "method",
-        "registry", "start_ns", "sum",
+        "registry", "start_ns", "sum", "window",
     )
 
     def __init__(
@@ -86,6 +87,7 @@ class MethodSeries:
         self.coordinator = coordinator
         self.method = method
         self.lock = coordinator.lock
+        self.window = coordinator.window
         self.count = 0
         self.cancelled = 0
         self.sum = 0.0
@@ -104,11 +106,14 @@ class MethodSeries:
         window: CoordinatorState | None = None,
     ) -> None:
         """Count one execution. ``window``: the caller's own coordinator when this is the overflow series."""
-        now = time.monotonic()
+        # The bucket and the clock are read outside the lock; inside it, only additions.
+        bucket = bisect_left(LATENCY_BUCKETS, duration)
+        now = monotonic()
+        failed = error_type is not None
         with self.lock:
             self.count += 1
             self.sum += duration
-            self.buckets[bisect.bisect_left(LATENCY_BUCKETS, duration)] += 1
+            self.buckets[bucket] += 1
             if cancelled:
                 self.cancelled += 1
             elif error_type is not None:
@@ -119,10 +124,10 @@ class MethodSeries:
                     key = self.registry.admit_error_type(error_type)
                     errors[key] = errors.get(key, 0) + 1
             if window is None:
-                self.coordinator.window.add_call(now, duration, error_type is not None)
+                self.window.add_bucket(now, bucket, failed)
         if window is not None:
             with window.lock:
-                window.window.add_call(now, duration, error_type is not None)
+                window.window.add_bucket(now, bucket, failed)
 
 
 class Registry:

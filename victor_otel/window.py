@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from victor_otel.instruments import LATENCY_BUCKETS
 
 _N_BUCKETS = len(LATENCY_BUCKETS) + 1
+_CALLS, _ERRORS, _HITS, _MISSES, _LATENCY = 0, 1, 2, 3, 4  # offsets in a slot
+_SLOT_LEN = _LATENCY + _N_BUCKETS
 
 
 @dataclass(frozen=True)
@@ -68,62 +70,65 @@ def quantile(q: float, bucket_counts: list[int], bounds: tuple[float, ...] = LAT
 class Window:
     """A ring of time slots; each slot counts calls, errors, cache lookups and a latency histogram."""
 
-    __slots__ = ("_ids", "_lat", "_n", "_slots", "_started", "_width", "seconds")
+    __slots__ = ("_empty", "_ids", "_last", "_last_end", "_last_start", "_n", "_slots", "_started", "_width", "seconds")
 
     def __init__(self, seconds: float = 60.0, slots: int = 30, clock: float | None = None) -> None:
         self.seconds = seconds
         self._n = slots
         self._width = seconds / slots
         self._ids = [-1] * slots
-        # [calls, errors, cache_hits, cache_misses] per slot, and a latency histogram per slot
-        self._slots = [[0, 0, 0, 0] for _ in range(slots)]
-        self._lat = [[0] * _N_BUCKETS for _ in range(slots)]
+        # One flat list per slot: calls, errors, cache hits, cache misses, then the latency histogram.
+        self._empty = [0] * _SLOT_LEN
+        self._slots = [[0] * _SLOT_LEN for _ in range(slots)]
         self._started = time.monotonic() if clock is None else clock
+        # The slot resolved last and the time range it covers: nearly every call lands in it.
+        self._last = self._slots[0]
+        self._last_start = self._last_end = 0.0
 
-    def _slot(self, now: float) -> int:
+    def _slot(self, now: float) -> list[int]:
+        if self._last_start <= now < self._last_end:
+            return self._last
         slot_id = int(now / self._width)
         index = slot_id % self._n
-        if self._ids[index] != slot_id:
+        slot = self._slots[index]
+        if self._ids[index] != slot_id:  # the clock came back to this slot: forget its last lap
             self._ids[index] = slot_id
-            counts = self._slots[index]
-            counts[0] = counts[1] = counts[2] = counts[3] = 0
-            lat = self._lat[index]
-            for i in range(_N_BUCKETS):
-                lat[i] = 0
-        return index
+            slot[:] = self._empty
+        self._last, self._last_start, self._last_end = slot, slot_id * self._width, (slot_id + 1) * self._width
+        return slot
 
     def add_call(self, now: float, duration: float, error: bool) -> None:
-        index = self._slot(now)
-        counts = self._slots[index]
-        counts[0] += 1
+        self.add_bucket(now, bisect.bisect_left(LATENCY_BUCKETS, duration), error)
+
+    def add_bucket(self, now: float, bucket: int, error: bool) -> None:
+        """:meth:`add_call` with the latency bucket index already known (the registry computed it)."""
+        slot = self._last if self._last_start <= now < self._last_end else self._slot(now)
+        slot[_CALLS] += 1
         if error:
-            counts[1] += 1
-        self._lat[index][bisect.bisect_left(LATENCY_BUCKETS, duration)] += 1
+            slot[_ERRORS] += 1
+        slot[_LATENCY + bucket] += 1
 
     def add_cache(self, now: float, hit: bool) -> None:
-        self._slots[self._slot(now)][2 if hit else 3] += 1
+        self._slot(now)[_HITS if hit else _MISSES] += 1
 
     def snapshot(self, now: float) -> WindowStats:
         current = int(now / self._width)
         oldest = current - self._n + 1
-        totals = [0, 0, 0, 0]
-        latency = [0] * _N_BUCKETS
+        totals = [0] * _SLOT_LEN
         for index, slot_id in enumerate(self._ids):
             if oldest <= slot_id <= current:
-                counts = self._slots[index]
-                for i in range(4):
-                    totals[i] += counts[i]
-                for i, count in enumerate(self._lat[index]):
-                    latency[i] += count
+                for i, count in enumerate(self._slots[index]):
+                    totals[i] += count
+        latency = totals[_LATENCY:]
         # Until a whole window has passed, rates are per second actually observed (at least one second,
         # so that a burst in the first milliseconds does not read as thousands of calls a second).
         span = min(self.seconds, max(now - self._started, 1.0))
         return WindowStats(
             seconds=span,
-            calls=totals[0],
-            errors=totals[1],
-            cache_hits=totals[2],
-            cache_misses=totals[3],
+            calls=totals[_CALLS],
+            errors=totals[_ERRORS],
+            cache_hits=totals[_HITS],
+            cache_misses=totals[_MISSES],
             p50=quantile(0.50, latency),
             p95=quantile(0.95, latency),
             p99=quantile(0.99, latency),
