@@ -418,5 +418,6 @@ def markdown_table() -> str:
             default = ",".join(default)
         shown = "—" if default in (None, {}) else f"`{default}`"
         env = ", ".join(f"`{var}`" for var in option.env)
-        rows.append(f"| `{option.name}` | {env} | {shown} | {option.doc} |")
+        doc = option.doc.replace("|", "\\|")  # a bare | would end the table cell
+        rows.append(f"| `{option.name}` | {env} | {shown} | {doc} |")
     return "\n".join(rows) + "\n"
