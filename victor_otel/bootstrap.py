@@ -49,7 +49,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
 from victor_otel import instruments as contract
-from victor_otel.config import Settings
+from victor_otel.config import Settings, check_sdk_environment
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
 from victor_otel.exporting import (
     CountingLogExporter,
@@ -396,6 +396,7 @@ def init(
         if not settings.disabled:
             from victor_otel import workers
 
+            check_sdk_environment()  # a bad OTEL_* variable the SDK reads: our error, not the SDK's crash
             if settings.multiproc_dir:
                 workers.check_directory(settings.multiproc_dir)  # before anything is built
             _build_traces(telemetry, span_exporters, span_processors)

@@ -406,6 +406,57 @@ class Settings:
         ]
 
 
+#: OpenTelemetry SDK variables that are not settings of ours but that the SDK reads while init() builds
+#: the providers (or on every span): some bad values make it raise a bare ValueError there, or an
+#: OverflowError in every instrumented call. :func:`check_sdk_environment` rejects them first.
+SDK_POSITIVE_INTEGERS = (
+    "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_EXPORT_TIMEOUT",
+    "OTEL_BLRP_SCHEDULE_DELAY", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "OTEL_BLRP_EXPORT_TIMEOUT",
+    "OTEL_METRIC_EXPORT_TIMEOUT",
+)
+SDK_LIMITS = (
+    "OTEL_ATTRIBUTE_COUNT_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_SPAN_EVENT_COUNT_LIMIT", "OTEL_SPAN_LINK_COUNT_LIMIT",
+    "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT", "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "OTEL_LOGRECORD_ATTRIBUTE_COUNT_LIMIT",
+    "OTEL_LOGRECORD_ATTRIBUTE_VALUE_LENGTH_LIMIT",
+)
+EXEMPLAR_FILTERS = ("trace_based", "always_on", "always_off")
+_SDK_MAXIMUM = 2**31 - 1
+
+
+def check_sdk_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`VictorOtelConfigError` naming the first OpenTelemetry SDK variable the SDK would choke on.
+
+    >>> check_sdk_environment({"OTEL_BSP_SCHEDULE_DELAY": "0"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    victor_otel.errors.VictorOtelConfigError: OTEL_BSP_SCHEDULE_DELAY: '0' is not valid; accepted: an integer >= 1 ...
+    """
+    environ = os.environ if environ is None else environ
+    for var in SDK_POSITIVE_INTEGERS:
+        raw = environ.get(var)
+        if raw is not None and raw.strip():
+            _number(int, 1, _SDK_MAXIMUM)(var, raw)
+    for var in SDK_LIMITS:
+        raw = environ.get(var)
+        if raw is not None and raw.strip().lower() != "unset":
+            _number(int, 0, _SDK_MAXIMUM)(var, raw)
+    exemplars = environ.get("OTEL_METRICS_EXEMPLAR_FILTER")
+    if exemplars is not None and exemplars not in EXEMPLAR_FILTERS:
+        raise _fail("OTEL_METRICS_EXEMPLAR_FILTER", exemplars, " | ".join(EXEMPLAR_FILTERS))
+    propagators = environ.get("OTEL_PROPAGATORS")
+    if propagators:
+        from importlib.metadata import entry_points
+
+        installed = sorted({ep.name for ep in entry_points(group="opentelemetry_propagator")})
+        for name in (part.strip() for part in propagators.split(",")):
+            if name.lower() == "none":
+                break  # the SDK stops reading at 'none'
+            if name not in installed:
+                raise _fail("OTEL_PROPAGATORS", name, "comma-separated names of installed propagators ("
+                            + ", ".join(installed) + ") or none")
+
+
 def markdown_table() -> str:
     """The configuration reference as a Markdown table (the README embeds it; a test keeps them equal)."""
     rows = [
