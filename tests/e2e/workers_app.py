@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from fastapi import FastAPI
 
 import victor_otel
 
 victor_otel.init(service_name="workers-test")  # everything else: VICTOR_OTEL_* / OTEL_* variables
+if os.environ.get("WORKERS_APP_LOG_LEVEL"):  # one log record per execution, through the OTel log bridge too
+    victor_otel.setup_coordinator_logging(level=os.environ["WORKERS_APP_LOG_LEVEL"], stream=sys.stderr)
 
 
 @victor_otel.coordinator("WorkerCoordinator")
