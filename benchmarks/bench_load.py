@@ -1,0 +1,232 @@
+"""L1: latency of the demo's ``/chat`` under concurrent load, instrumented against the same app bare.
+
+Two uvicorn processes on 127.0.0.1 serve the same FastAPI app, a ``ChatCoordinator.chat`` that awaits 2 ms of
+pretend I/O:
+
+- ours: :func:`instrumented_app`, ``init()`` + the coordinator decorated + ``instrument_app`` (server spans,
+  request IDs, ``/metrics``, health), every span exported over OTLP/HTTP to a local sink;
+- anchor: :func:`bare_app`, the same handler without victor_otel.
+
+Rounds alternate the order of the apps. A round sends ``N`` requests from ``CONCURRENCY`` concurrent
+keep-alive clients while ``/metrics`` is scraped every second and ``/health/ready`` probed every 0.5 s (as
+Prometheus and a load balancer would; on the bare app these paths answer 404). Figures: the p99 and p50 of the
+latency the clients see (wall clock: waiting is what is measured), the same without spans (a third server
+with ``OTEL_TRACES_EXPORTER=none``: what spans cost), and the server time per request at saturation
+(``SATURATION`` clients: 1 / throughput). Targets are reported by ``python -m benchmarks``, never asserted.
+
+Run alone: ``python -m benchmarks --only load`` (``--quick`` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness import Result, compare_rounds, ratio_result, rounds_for
+
+ROOT = Path(__file__).resolve().parents[1]
+CONCURRENCY = 8  # moderate load: the bare app is far from saturated on 2 cores
+SATURATION = 50
+LIMIT_P99 = 1.25
+LIMIT_P50 = 1.25
+LIMIT_COST = 1.5
+IO_SECONDS = 0.002
+
+
+def _chat_app(instrumented: bool) -> Any:
+    from fastapi import FastAPI
+
+    class ChatCoordinator:
+        async def chat(self, message: str) -> str:
+            await asyncio.sleep(IO_SECONDS)
+            return f"echo: {message}"
+
+    if instrumented:
+        import victor_otel
+
+        victor_otel.init(service_name="bench-load")  # exporters from the environment the bench sets
+        ChatCoordinator = victor_otel.coordinator("ChatCoordinator")(ChatCoordinator)
+    coordinator = ChatCoordinator()
+    app = FastAPI()
+
+    @app.get("/chat")
+    async def chat(message: str = "hello") -> dict[str, str]:
+        return {"answer": await coordinator.chat(message)}
+
+    if instrumented:
+        import victor_otel
+
+        victor_otel.instrument_app(app)
+    return app
+
+
+def instrumented_app() -> Any:
+    """The app with victor_otel (``uvicorn --factory benchmarks.bench_load:instrumented_app``)."""
+    return _chat_app(True)
+
+
+def bare_app() -> Any:
+    """The same app without victor_otel."""
+    return _chat_app(False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _server(factory: str, env: dict[str, str]) -> Iterator[str]:
+    import httpx
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", f"benchmarks.bench_load:{factory}", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/chat", timeout=1)
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{factory} did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str) -> int:
+    """One keep-alive HTTP/1.1 GET on an open connection; returns the status. (httpx's pool, not the server,
+    becomes the bottleneck at 50 concurrent requests on 2 cores: this client costs next to nothing.)"""
+    writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def _load(url: str, number: int) -> list[float]:
+    """``number`` GETs of /chat from CONCURRENCY keep-alive connections, with scrapes and probes meanwhile;
+    the latency of each (seconds)."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def scrape_and_probe() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        tick = 0
+        while not done.is_set():
+            if tick % 2 == 0:
+                await _get(reader, writer, "/metrics")
+            await _get(reader, writer, "/health/ready")
+            tick += 1
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(done.wait(), 0.5)
+        writer.close()
+
+    async def worker(first: int, count: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for i in range(first, first + count):
+            start = time.perf_counter()
+            status = await _get(reader, writer, f"/chat?message={i}")
+            latencies.append(time.perf_counter() - start)
+            if status != 200:
+                raise RuntimeError(f"/chat answered {status}")
+        writer.close()
+
+    watcher = asyncio.create_task(scrape_and_probe())
+    share, rest = divmod(number, CONCURRENCY)
+    counts = [share + (1 if w < rest else 0) for w in range(CONCURRENCY)]
+    await asyncio.gather(*(worker(sum(counts[:w]), c) for w, c in enumerate(counts)))
+    done.set()
+    await watcher
+    return latencies
+
+
+def _percentiles(latencies: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def _seconds_per_request(url: str, number: int) -> float:
+    """Wall time per request with SATURATION concurrent clients: the server's cost per request."""
+    global CONCURRENCY
+    moderate, CONCURRENCY = CONCURRENCY, SATURATION
+    try:
+        start = time.perf_counter()
+        asyncio.run(_load(url, number))
+        return (time.perf_counter() - start) / number
+    finally:
+        CONCURRENCY = moderate
+
+
+def run(quick: bool) -> list[Result]:
+    from benchmarks.bench_export import otlp_sink
+
+    rounds = rounds_for(quick)
+    number = 200 if quick else 2000
+    figures: dict[str, list[tuple[float, float, float]]] = {"full": [], "no_spans": [], "bare": []}
+    with otlp_sink() as sink:
+        full_env = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": sink,
+                    "OTEL_METRICS_EXPORTER": "prometheus"}
+        with _server("instrumented_app", full_env) as full, \
+                _server("instrumented_app", {"OTEL_TRACES_EXPORTER": "none"}) as no_spans, \
+                _server("bare_app", {}) as bare:
+            urls = {"full": full, "no_spans": no_spans, "bare": bare}
+            for url in urls.values():  # warm up: imports, first spans, connections
+                asyncio.run(_load(url, number // 4))
+            for i in range(rounds):
+                for side in (list(urls) if i % 2 == 0 else list(reversed(urls))):
+                    p50, p99 = _percentiles(asyncio.run(_load(urls[side], number)))
+                    figures[side].append((p50, p99, _seconds_per_request(urls[side], number)))
+
+    def pairs(side: str, index: int) -> Any:
+        return compare_rounds(lambda i: (figures[side][i][index], figures["bare"][i][index]), rounds)
+
+    full_p99, full_p50 = pairs("full", 1), pairs("full", 0)
+    note = (f"{number} requests, {CONCURRENCY} concurrent clients, /chat awaits {IO_SECONDS * 1000:g} ms; "
+            f"+{(full_p99.ours - full_p99.anchor) * 1000:.1f} ms at p99, "
+            f"+{(full_p50.ours - full_p50.anchor) * 1000:.1f} ms at p50")
+    return [
+        ratio_result("L1 p99", "p99 of /chat under load + scrapes/probes, instrumented (spans over OTLP) vs bare",
+                     full_p99, LIMIT_P99, note),
+        ratio_result("L1 p50", "p50 of the same", full_p50, LIMIT_P50, note),
+        ratio_result("L2 p99", "p99, instrumented without spans (OTEL_TRACES_EXPORTER=none) vs bare",
+                     pairs("no_spans", 1), LIMIT_P99),
+        ratio_result("L3 cost", f"server time per request at saturation ({SATURATION} clients), instrumented vs bare",
+                     pairs("full", 2), LIMIT_COST, "1 / throughput: CPU the server spends per request"),
+    ]
+
+
+if __name__ == "__main__":
+    from benchmarks.__main__ import table
+
+    print(table(run("--quick" in sys.argv), markdown="--markdown" in sys.argv))
