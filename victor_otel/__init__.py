@@ -17,20 +17,11 @@ Importing this package does no work: no thread, socket or file is created before
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk.trace.export import SpanExporter
-
-from victor_otel import bootstrap as _bootstrap
-from victor_otel.bootstrap import Lifecycle, Telemetry, current
-from victor_otel.compat import (
-    CoordinatorMetricsCollector,
-    PrometheusExporter,
-    get_coordinator_metrics_collector,
-    get_prometheus_exporter,
-)
-from victor_otel.config import Settings
-from victor_otel.context import RequestIdMiddleware, extract, get_request_id, inject, request_context
+# What every instrumented module needs at import time is imported now; the rest on first use, so that
+# ``import victor_otel`` stays cheap (the SDK's exporters, the logs SDK and asyncio load when needed).
+from victor_otel._version import __version__ as __version__
 from victor_otel.decorators import (
     coordinator,
     instrument,
@@ -40,29 +31,81 @@ from victor_otel.decorators import (
     track,
 )
 from victor_otel.errors import VictorOtelConfigError, VictorOtelError, VictorOtelInitError
-from victor_otel.exposition import MetricsServer, metrics_endpoint, render, start_metrics_server
-from victor_otel.health import (
-    HealthReport,
-    Thresholds,
-    add_health_check,
-    check_health,
-    get_health,
-    remove_health_check,
-    set_health_thresholds,
-    setup_health_endpoints,
-)
-from victor_otel.logs import (
-    JsonFormatter,
-    Redactor,
-    TextFormatter,
-    get_coordinator_logger,
-    redact,
-    setup_coordinator_logging,
-    teardown_coordinator_logging,
-)
-from victor_otel.web import instrument_app
 
-__version__ = _bootstrap.__version__
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from victor_otel.bootstrap import Lifecycle, Telemetry, current
+    from victor_otel.compat import (
+        CoordinatorMetricsCollector,
+        PrometheusExporter,
+        get_coordinator_metrics_collector,
+        get_prometheus_exporter,
+    )
+    from victor_otel.config import Settings
+    from victor_otel.context import RequestIdMiddleware, extract, get_request_id, inject, request_context
+    from victor_otel.exposition import MetricsServer, metrics_endpoint, render, start_metrics_server
+    from victor_otel.health import (
+        HealthReport,
+        Thresholds,
+        add_health_check,
+        check_health,
+        get_health,
+        remove_health_check,
+        set_health_thresholds,
+        setup_health_endpoints,
+    )
+    from victor_otel.logs import (
+        JsonFormatter,
+        Redactor,
+        TextFormatter,
+        get_coordinator_logger,
+        redact,
+        setup_coordinator_logging,
+        teardown_coordinator_logging,
+    )
+    from victor_otel.web import instrument_app
+
+#: Public name -> the module that defines it, imported on first access (PEP 562).
+_LAZY = {
+    **dict.fromkeys(("Lifecycle", "Telemetry", "current"), "bootstrap"),
+    **dict.fromkeys(
+        ("CoordinatorMetricsCollector", "PrometheusExporter", "get_coordinator_metrics_collector",
+         "get_prometheus_exporter"),
+        "compat",
+    ),
+    "Settings": "config",
+    **dict.fromkeys(("RequestIdMiddleware", "extract", "get_request_id", "inject", "request_context"), "context"),
+    **dict.fromkeys(("MetricsServer", "metrics_endpoint", "render", "start_metrics_server"), "exposition"),
+    **dict.fromkeys(
+        ("HealthReport", "Thresholds", "add_health_check", "check_health", "get_health", "remove_health_check",
+         "set_health_thresholds", "setup_health_endpoints"),
+        "health",
+    ),
+    **dict.fromkeys(
+        ("JsonFormatter", "Redactor", "TextFormatter", "get_coordinator_logger", "redact",
+         "setup_coordinator_logging", "teardown_coordinator_logging"),
+        "logs",
+    ),
+    "instrument_app": "web",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'victor_otel' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"victor_otel.{module}"), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 
 
 def init(
@@ -117,7 +160,10 @@ def init(
     arguments: dict[str, Any] = {
         k: v for k, v in locals().items() if v is not None and k != "span_exporters"
     }
-    telemetry = _bootstrap.init(span_exporters, **arguments)
+    from victor_otel import bootstrap
+    from victor_otel.health import get_health
+
+    telemetry = bootstrap.init(span_exporters, **arguments)
     get_health().attach(telemetry)  # victor_health_status in every collection from now on
     return telemetry
 
@@ -127,7 +173,9 @@ def shutdown(timeout: float | None = None) -> bool:
 
     Returns ``False`` when the flush did not finish in time. Also runs at interpreter exit.
     """
-    return _bootstrap.shutdown(timeout)
+    from victor_otel import bootstrap
+
+    return bootstrap.shutdown(timeout)
 
 
 __all__ = [

@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
 from victor_otel import instruments as contract
+from victor_otel._version import __version__
 from victor_otel.config import Settings, check_sdk_environment
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
 from victor_otel.exporting import (
@@ -60,7 +61,6 @@ from victor_otel.exporting import (
 )
 from victor_otel.registry import Registry, get_registry
 
-__version__ = "0.1.0"
 SCOPE = InstrumentationScope("victor_otel", __version__)
 _logger = logging.getLogger("victor_otel")
 

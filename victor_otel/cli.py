@@ -131,7 +131,7 @@ def flag(option: config.Option) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from victor_otel.bootstrap import __version__
+    from victor_otel._version import __version__
 
     parser = argparse.ArgumentParser(
         prog="victor-otel",

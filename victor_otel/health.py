@@ -70,6 +70,7 @@ from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
 from victor_otel import bootstrap
 from victor_otel import instruments as contract
+from victor_otel._version import __version__
 from victor_otel.config import _ORDERED, OPTIONS, Settings
 from victor_otel.errors import VictorOtelConfigError
 from victor_otel.registry import Registry, get_registry
@@ -373,7 +374,7 @@ class _Heartbeat:
 
 @functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
-    versions = {"victor_otel": bootstrap.__version__, "python": platform.python_version()}
+    versions = {"victor_otel": __version__, "python": platform.python_version()}
     for dist in ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-prometheus"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[dist] = importlib.metadata.version(dist)

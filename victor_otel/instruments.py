@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
-
 
 class Kind(str, Enum):
     COUNTER = "counter"
@@ -50,6 +48,9 @@ class MetricSpec:
     @property
     def prometheus_name(self) -> str:
         """The family name as Prometheus shows it (``_total`` included for counters)."""
+        # The exporter's own mapping, imported here: importing the exporter package is slow.
+        from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
+
         name = sanitize_full_name(self.otel_name)
         unit = map_unit(self.unit)
         if unit and not name.endswith("_" + unit):

@@ -20,24 +20,16 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from time import monotonic
-from typing import Any
-
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Gauge,
-    Histogram,
-    HistogramDataPoint,
-    Metric,
-    NumberDataPoint,
-    Sum,
-)
+from typing import TYPE_CHECKING, Any
 
 from victor_otel import instruments as contract
 from victor_otel.instruments import LATENCY_BUCKETS, OVERFLOW_ATTRIBUTE, OVERFLOW_VALUE, MetricSpec
 from victor_otel.window import Window, WindowStats
 
+if TYPE_CHECKING:  # the SDK's data classes are needed at collection time only: importing them is slow
+    from opentelemetry.sdk.metrics.export import Metric
+
 _logger = logging.getLogger("victor_otel")
-_CUMULATIVE = AggregationTemporality.CUMULATIVE
 _N_BUCKETS = len(LATENCY_BUCKETS) + 1
 
 
@@ -239,6 +231,8 @@ class Registry:
 
     def produce(self) -> list[Metric]:
         """Every family of the contract that has data, as OpenTelemetry SDK ``Metric`` objects."""
+        from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
+
         now_ns = time.time_ns()
         now = time.monotonic()
         executions: list[NumberDataPoint] = []
@@ -301,14 +295,16 @@ class Registry:
 
 
 def _metrics(*families: tuple[MetricSpec, list[Any]]) -> Iterator[Metric]:
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, Gauge, Histogram, Metric, Sum
+
     for spec, points in families:
         if not points:
             continue
         data: Sum | Gauge | Histogram
         if spec.kind is contract.Kind.COUNTER:
-            data = Sum(data_points=points, aggregation_temporality=_CUMULATIVE, is_monotonic=True)
+            data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=True)
         elif spec.kind is contract.Kind.HISTOGRAM:
-            data = Histogram(data_points=points, aggregation_temporality=_CUMULATIVE)
+            data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
         else:
             data = Gauge(data_points=points)
         yield Metric(name=spec.otel_name, description=spec.description, unit=spec.unit, data=data)
