@@ -298,11 +298,42 @@ _fork_hook_registered = False
 
 
 def register_fork_hook() -> None:
-    """Register :func:`after_fork_in_child` once per process (called by ``init()``)."""
+    """Register the fork hooks once per process (called by ``init()``)."""
     global _fork_hook_registered
     if not _fork_hook_registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        os.register_at_fork(
+            before=_before_fork, after_in_parent=_release_collection_lock, after_in_child=after_fork_in_child
+        )
         _fork_hook_registered = True
+
+
+#: The MeterProvider collection lock held across a fork, if any.
+_held_at_fork: Any = None
+
+
+def _before_fork() -> None:
+    """Hold the SDK's collection lock while forking, so that no collection is half-way in the child.
+
+    A periodic reader (or a scrape) collecting in another thread at the moment of the fork would leave
+    the child with the SDK's collection lock (and the storage locks under it) taken for ever: its first
+    scrape or push would hang (seen with ``gunicorn --preload`` and a 200 ms OTLP interval).
+    """
+    global _held_at_fork
+    from victor_otel import bootstrap
+
+    telemetry = bootstrap._current
+    consumer = getattr(getattr(telemetry, "meter_provider", None), "_measurement_consumer", None)
+    lock = getattr(consumer, "_lock", None)
+    # Bounded: a collection stuck for seconds must not stop the application from forking.
+    if lock is not None and lock.acquire(timeout=5):
+        _held_at_fork = lock
+
+
+def _release_collection_lock() -> None:
+    global _held_at_fork
+    if _held_at_fork is not None:
+        lock, _held_at_fork = _held_at_fork, None
+        lock.release()
 
 
 def after_fork_in_child() -> None:
@@ -310,6 +341,7 @@ def after_fork_in_child() -> None:
     from victor_otel import bootstrap
     from victor_otel.registry import get_registry
 
+    _release_collection_lock()  # taken by the forking thread, which is this child's only thread
     try:
         bootstrap._lock = threading.RLock()  # another thread may have held it at the fork
         registry = get_registry()
@@ -496,10 +528,14 @@ def lifespan(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
     @contextlib.asynccontextmanager
     async def wrapped(app: Any) -> AsyncIterator[Any]:
         async with original(app) as state:
-            wrap_sigterm()
+            previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() \
+                else None
+            installed = wrap_sigterm()
             try:
                 yield state
             finally:
+                if installed and getattr(signal.getsignal(signal.SIGTERM), "_victor_otel_drain", False):
+                    signal.signal(signal.SIGTERM, previous)  # the app stopped: the handler goes with it
                 await asyncio.to_thread(flush)  # the loop keeps running while spans and logs leave
 
     return wrapped
