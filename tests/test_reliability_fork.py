@@ -147,6 +147,39 @@ def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child() ->
     assert result == {"after": 1, "shutdown": True}
 
 
+def test_a_collection_under_way_at_fork_time_does_not_hang_the_childs_scrapes() -> None:
+    # gunicorn --preload with a short OTLP interval: the parent's periodic reader collects while the
+    # arbiter forks. The SDK's collection lock is held across the fork (briefly waited for), and the
+    # health producer's lock is renewed in the child.
+    from victor_otel.health import get_health
+
+    telemetry = victor_otel.init(service_name="fork", traces_exporter="none")
+    work(1)
+    consumer_lock = telemetry.meter_provider._measurement_consumer._lock
+    holding, release = threading.Event(), threading.Event()
+
+    def collect_slowly() -> None:
+        with consumer_lock:
+            holding.set()
+            time.sleep(0.5)  # a collection that is still going when the fork starts
+
+    def produce_health() -> None:
+        with get_health()._lock:  # held across the fork: the child must not inherit it taken
+            release.wait(10)
+
+    threads = [threading.Thread(target=collect_slowly), threading.Thread(target=produce_health)]
+    for thread in threads:
+        thread.start()
+    holding.wait(5)
+    try:
+        result = in_child(lambda: {"scraped": b"victor_health_status" in victor_otel.render()[0]}, timeout=20)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join()
+    assert result == {"scraped": True}
+
+
 def test_without_fork_hook_state_is_untouched_in_the_parent() -> None:
     victor_otel.init(service_name="fork", traces_exporter="none")
     work(1)

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -347,6 +348,9 @@ def after_fork_in_child() -> None:
         registry = get_registry()
         registry._lock = threading.Lock()
         registry.reset()  # the parent's calls are counted by the parent
+        health = sys.modules.get("victor_otel.health")  # loaded (and its lock in use) only after init()
+        if health is not None:
+            health.get_health()._lock = threading.Lock()  # a collection may have held it at the fork
         telemetry = bootstrap._current
         if telemetry is None:
             return
