@@ -181,3 +181,36 @@ def test_metrics_need_the_prometheus_reader() -> None:
 def test_disabled_sdk_renders_nothing() -> None:
     victor_otel.init(disabled=True)
     assert victor_otel.render()[0] == b""
+
+
+def test_traced_calls_become_exemplars_of_their_latency_bucket(telemetry: Any, spans: Any) -> None:
+    @victor_otel.instrument("Chat", "chat")
+    def chat(fail: bool) -> None:
+        if fail:
+            raise ValueError("no")
+
+    chat(False)
+    with pytest.raises(ValueError):
+        chat(True)
+    metrics = [
+        m for rm in telemetry.collect().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == "victor.coordinator.latency"
+    ]
+    (point,) = metrics[0].data.data_points
+    by_span = {s.context.span_id: s for s in spans.get_finished_spans()}
+    # Both calls fall in the first bucket: the latest (the failed one) is its exemplar.
+    (exemplar,) = point.exemplars
+    span = by_span[exemplar.span_id]
+    assert exemplar.trace_id == span.context.trace_id
+    assert span.attributes is not None and span.attributes["victor.outcome"] == "error"
+    assert exemplar.value <= LATENCY_BUCKETS[0]
+
+
+def test_no_exemplars_without_tracing() -> None:
+    telemetry = victor_otel.init(traces_exporter="none")
+    victor_otel.instrument("Chat", "chat")(lambda: None)()
+    (point,) = next(
+        m for rm in telemetry.collect().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == "victor.coordinator.latency"
+    ).data.data_points
+    assert list(point.exemplars) == []

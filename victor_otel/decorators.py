@@ -111,7 +111,8 @@ class CallSite:
         ``error_type`` overrides the exception's class name (for outcomes reported by name).
         """
         # Every call of every decorated function comes through here: the success path is kept to a
-        # handful of attribute reads, one registry update and (with tracing) one span attribute.
+        # handful of attribute reads, one registry update and (with tracing) one span attribute and the
+        # bucket's exemplar.
         try:
             series = self.series
             if series is None or self.generation != self.registry.generation:
@@ -127,6 +128,10 @@ class CallSite:
                     series.record(duration, None, True, self.window)
                 if span is not None:
                     _annotate(span, exc)
+            if span is not None:  # the latency bucket links to this call's trace (OTLP exemplars)
+                context = span.get_span_context()
+                if context.trace_flags.sampled:
+                    series.offer_exemplar(duration, context.trace_id, context.span_id)
             hook = _runtime.on_execution
             if hook is not None:
                 try:

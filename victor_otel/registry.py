@@ -68,7 +68,7 @@ class MethodSeries:
     """Counters and the latency histogram of one (coordinator, method) pair."""
 
     __slots__ = (
-        "attributes", "buckets", "cancelled", "coordinator", "count", "errors", "lock", "method",
+        "attributes", "buckets", "cancelled", "coordinator", "count", "errors", "exemplars", "lock", "method",
         "registry", "start_ns", "sum", "window",
     )
 
@@ -84,11 +84,20 @@ class MethodSeries:
         self.cancelled = 0
         self.sum = 0.0
         self.buckets = [0] * _N_BUCKETS
+        #: Per bucket, the latest traced call that fell in it: (seconds, trace_id, span_id, time_ns).
+        self.exemplars: list[tuple[float, int, int, int] | None] = [None] * _N_BUCKETS
         self.errors: dict[str, int] = {}
         self.start_ns = time.time_ns()
         self.attributes: dict[str, Any] = {"coordinator": coordinator.name, "method": method}
         if overflow:
             self.attributes[OVERFLOW_ATTRIBUTE] = True
+
+    def offer_exemplar(self, duration: float, trace_id: int, span_id: int) -> None:
+        """Keep this traced call as its bucket's exemplar (the latest wins), linking latency to a trace.
+
+        One list item assignment, atomic under the GIL: no lock on this path.
+        """
+        self.exemplars[bisect_left(LATENCY_BUCKETS, duration)] = (duration, trace_id, span_id, time.time_ns())
 
     def record(
         self,
@@ -231,6 +240,7 @@ class Registry:
 
     def produce(self) -> list[Metric]:
         """Every family of the contract that has data, as OpenTelemetry SDK ``Metric`` objects."""
+        from opentelemetry.sdk.metrics import Exemplar
         from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 
         now_ns = time.time_ns()
@@ -245,6 +255,10 @@ class Registry:
                 count, total, buckets = s.count, s.sum, list(s.buckets)
                 n_cancelled, error_counts = s.cancelled, list(s.errors.items())
             attrs, start = s.attributes, s.start_ns
+            exemplars = [
+                Exemplar(None, value, at, span_id=span_id, trace_id=trace_id)
+                for value, trace_id, span_id, at in filter(None, list(s.exemplars))
+            ]
             executions.append(NumberDataPoint(attrs, start, now_ns, count))
             durations.append(NumberDataPoint(attrs, start, now_ns, total))
             if n_cancelled:
@@ -255,7 +269,7 @@ class Registry:
                 HistogramDataPoint(
                     attributes=attrs, start_time_unix_nano=start, time_unix_nano=now_ns, count=count,
                     sum=total, bucket_counts=buckets, explicit_bounds=list(LATENCY_BUCKETS),
-                    min=float("nan"), max=float("nan"),
+                    min=float("nan"), max=float("nan"), exemplars=exemplars,
                 )
             )
         hits: list[NumberDataPoint] = []
