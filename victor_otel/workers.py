@@ -308,33 +308,42 @@ def register_fork_hook() -> None:
         _fork_hook_registered = True
 
 
-#: The MeterProvider collection lock held across a fork, if any.
-_held_at_fork: Any = None
+#: The locks held across a fork (taken in this order, released in the reverse one).
+_held_at_fork: list[Any] = []
+#: A fork waits at most this long for a collection or a push in progress to finish.
+FORK_WAIT = 5.0
 
 
 def _before_fork() -> None:
-    """Hold the SDK's collection lock while forking, so that no collection is half-way in the child.
+    """Hold the metric pipeline's locks while forking, so that nothing is half-way through in the child.
 
-    A periodic reader (or a scrape) collecting in another thread at the moment of the fork would leave
-    the child with the SDK's collection lock (and the storage locks under it) taken for ever: its first
-    scrape or push would hang (seen with ``gunicorn --preload`` and a 200 ms OTLP interval).
+    A periodic reader (or a scrape) collecting in another thread at the moment of the fork would leave the
+    child with the SDK's collection lock (and the storage locks under it) taken for ever, and a push in
+    progress holds the reader's export lock while our producers (registry, health...) take their own locks:
+    the child's first scrape or push would hang (seen with ``gunicorn --preload`` and a 200 ms OTLP
+    interval). The export locks first, then the collection lock, the order the reader's thread never holds
+    them in together (it releases the collection lock before exporting). Bounded: a push stuck on a hanging
+    collector delays a fork by at most :data:`FORK_WAIT` seconds, and is then forked through (the child
+    gets new export locks anyway).
     """
-    global _held_at_fork
     from victor_otel import bootstrap
 
     telemetry = bootstrap._current
-    consumer = getattr(getattr(telemetry, "meter_provider", None), "_measurement_consumer", None)
-    lock = getattr(consumer, "_lock", None)
-    # Bounded: a collection stuck for seconds must not stop the application from forking.
-    if lock is not None and lock.acquire(timeout=5):
-        _held_at_fork = lock
+    if telemetry is None:
+        return
+    deadline = time.monotonic() + FORK_WAIT
+    locks = [reader._export_lock for reader in telemetry.readers if hasattr(reader, "_export_lock")]
+    collection_lock = getattr(getattr(telemetry.meter_provider, "_measurement_consumer", None), "_lock", None)
+    if collection_lock is not None:
+        locks.append(collection_lock)
+    for lock in locks:
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held_at_fork.append(lock)
 
 
 def _release_collection_lock() -> None:
-    global _held_at_fork
-    if _held_at_fork is not None:
-        lock, _held_at_fork = _held_at_fork, None
-        lock.release()
+    while _held_at_fork:
+        _held_at_fork.pop().release()
 
 
 def after_fork_in_child() -> None:
