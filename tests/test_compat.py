@@ -91,3 +91,20 @@ def test_track_coordinator_async_and_stats() -> None:
 def test_track_execution_rejects_bad_durations(bad: Any) -> None:
     with pytest.raises(victor_otel.VictorOtelConfigError, match="duration_ms"):
         get_coordinator_metrics_collector().track_execution("Chat", bad)
+
+
+def test_a_named_error_type_reaches_the_metric_and_the_execution_log() -> None:
+    import io
+    import json
+
+    victor_otel.init(traces_exporter="none")
+    stream = io.StringIO()
+    victor_otel.setup_coordinator_logging(level="INFO", format_type="json", stream=stream)
+    try:
+        get_coordinator_metrics_collector().track_execution("Tool", 12.0, success=False, error_type="Timeout")
+    finally:
+        victor_otel.teardown_coordinator_logging()
+    (record,) = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert record["level"] == "ERROR" and record["error_type"] == "Timeout"
+    assert value(scrape(), "victor_coordinator_errors_total", coordinator="Tool", method="execute",
+                 error_type="Timeout") == 1

@@ -22,8 +22,14 @@ from victor_otel.registry import get_registry
 class ExecutionFailed(Exception):
     """Stands for an error reported through ``track_execution(..., success=False)``.
 
-    Its name is the ``error_type`` label unless the call names one.
+    Its name is the ``error_type`` label (of the metric and the execution log record) unless the call
+    names one.
     """
+
+    def __init__(self, error_type: str | None = None) -> None:
+        super().__init__(error_type or "execution failed")
+        if error_type is not None:
+            self.victor_error_type = error_type
 
 
 class CoordinatorMetricsCollector:
@@ -50,10 +56,9 @@ class CoordinatorMetricsCollector:
         site = decorators.CallSite(
             decorators._check_name("coordinator", coordinator), decorators._check_name("method", method)
         )
-        error = None if success else ExecutionFailed()
         if error_type is not None:
             decorators._check_name("error_type", error_type)
-        site.finish(None, None, duration_ms / 1000.0, error, error_type)
+        site.finish(None, None, duration_ms / 1000.0, None if success else ExecutionFailed(error_type))
 
     def record_cache_hit(self, coordinator: str) -> None:
         decorators.record_cache_hit(coordinator)

@@ -108,12 +108,8 @@ class CallSite:
         token: object,
         duration: float,
         exc: BaseException | None,
-        error_type: str | None = None,
     ) -> None:
-        """Record the outcome once, emit the execution hook while the span is current, end the span.
-
-        ``error_type`` overrides the exception's class name (for outcomes reported by name).
-        """
+        """Record the outcome once, emit the execution hook while the span is current, end the span."""
         # Every call of every decorated function comes through here: the success path is kept to a
         # handful of attribute reads, one registry update and (with tracing) the bucket's exemplar.
         try:
@@ -124,7 +120,7 @@ class CallSite:
                 series.record(duration, None, False, self.window)
             else:
                 if isinstance(exc, Exception):
-                    series.record(duration, error_type or type(exc).__name__, False, self.window)
+                    series.record(duration, error_type_of(exc), False, self.window)
                 else:
                     series.record(duration, None, True, self.window)
                 if span is not None:
@@ -143,6 +139,13 @@ class CallSite:
             if span is not None:
                 otel_context.detach(token)  # type: ignore[arg-type]
                 span.end()
+
+
+def error_type_of(exc: BaseException) -> str:
+    """The ``error_type`` of a failed call: the exception's class name, or the name an outcome reported
+    by name carries (``victor_error_type``, as the seed's ``track_execution(error_type=...)`` does)."""
+    named = getattr(exc, "victor_error_type", None)
+    return named if isinstance(named, str) else type(exc).__name__
 
 
 def _annotate(span: Span, exc: BaseException) -> None:

@@ -46,6 +46,7 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 from victor_otel import bootstrap
 from victor_otel.config import Settings
 from victor_otel.context import BAGGAGE_KEY, valid_request_id
+from victor_otel.decorators import error_type_of
 from victor_otel.errors import VictorOtelConfigError
 
 #: Top-level fields of every JSON record, in order; ``duration_ms`` and ``exception`` follow when present.
@@ -836,7 +837,7 @@ def _log_execution(site: Any, duration: float, exc: BaseException | None) -> Non
     exc_info = None
     if outcome == "error":
         assert exc is not None
-        extra["error_type"] = type(exc).__name__
+        extra["error_type"] = error_type_of(exc)
         exc_info = (type(exc), exc, exc.__traceback__)
     record = logger.makeRecord(
         logger.name,
