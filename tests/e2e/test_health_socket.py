@@ -11,12 +11,10 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +22,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import victor_otel
+from tests.servers import serve
 from victor_otel.health import get_health
 from victor_otel.registry import get_registry
 
@@ -35,24 +34,6 @@ def _fresh_health() -> Iterator[None]:
     get_health().reset()
     yield
     get_health().reset()
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn on 127.0.0.1, port 0, in a thread; yield its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + DEADLINE
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(DEADLINE)
 
 
 def wait_for(predicate: Callable[[], bool], what: str) -> None:
