@@ -71,8 +71,13 @@ def check_exact_totals(url: str, sink: FaultServer, directory: Path) -> None:
     assert len(snapshots) >= 4, [p.name for p in snapshots]  # one per worker (and the master's with --preload)
 
     # OTLP per worker: the sink sums the latest cumulative value over service.instance.id.
-    wait_for(lambda: sink.total("victor.coordinator.executions", **LABELS) == REQUESTS, timeout=20,
-             what=f"the OTLP sink summing {REQUESTS} executions")
+    try:
+        wait_for(lambda: sink.total("victor.coordinator.executions", **LABELS) == REQUESTS, timeout=20,
+                 what=f"the OTLP sink summing {REQUESTS} executions")
+    except AssertionError as error:
+        per_instance = {i: {n: v for n, v in sums.items() if n[0] == "victor.coordinator.executions"}
+                        for i, sums in sink.metric_sums().items()}
+        raise AssertionError(f"{error}; per instance: {per_instance}; pids served: {sorted(pids)}") from None
     reporting = [i for i, sums in sink.metric_sums().items()
                  if any(name == "victor.coordinator.executions" for name, _ in sums)]
     assert len(reporting) == len(set(reporting)) >= len(pids)  # each worker that served has an id of its own
