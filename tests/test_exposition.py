@@ -214,3 +214,19 @@ def test_no_exemplars_without_tracing() -> None:
         if m.name == "victor.coordinator.latency"
     ).data.data_points
     assert list(point.exemplars) == []
+
+
+def test_a_request_makes_one_server_span_not_per_message_spans(telemetry: Any, spans: Any) -> None:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.get("/chat")
+    async def chat() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    victor_otel.instrument_app(app)
+    with TestClient(app) as client:
+        assert client.get("/chat").status_code == 200
+        assert client.get("/metrics").status_code == 200  # excluded: no span at all
+    assert [s.name for s in spans.get_finished_spans()] == ["GET /chat"]
