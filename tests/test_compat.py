@@ -108,3 +108,10 @@ def test_a_named_error_type_reaches_the_metric_and_the_execution_log() -> None:
     assert record["level"] == "ERROR" and record["error_type"] == "Timeout"
     assert value(scrape(), "victor_coordinator_errors_total", coordinator="Tool", method="execute",
                  error_type="Timeout") == 1
+
+
+def test_the_seed_exporter_alone_exports_health_statuses_from_its_first_scrape(monkeypatch: Any) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    get_coordinator_metrics_collector().track_execution("ChatCoordinator", 5.0)
+    text = get_prometheus_exporter().export_metrics()  # no init(), no probe before
+    assert 'victor_health_status{check="ChatCoordinator:error_rate",coordinator="ChatCoordinator"} 1.0' in text

@@ -26,7 +26,11 @@ from victor_otel.errors import VictorOtelInitError
 
 def _telemetry(telemetry: bootstrap.Telemetry | None = None) -> bootstrap.Telemetry:
     # The seed's exporter worked without any set-up call: initialise with defaults when needed.
-    return telemetry or bootstrap.current() or bootstrap.init()
+    if telemetry is not None or (telemetry := bootstrap.current()) is not None:
+        return telemetry
+    from victor_otel import init  # the public init(): it also attaches the health producer
+
+    return init()
 
 
 def _prometheus_registry(telemetry: bootstrap.Telemetry) -> CollectorRegistry:
