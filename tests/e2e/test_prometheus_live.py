@@ -71,17 +71,18 @@ EMPTY_IN_BURST = {
     "ServiceDown": "both demo apps are up",
     "HighMemory": "the demo uses far less than 2 GiB",
     "CriticalMemory": "the demo uses far less than 4 GiB",
-    "HighCPUUsage": "the demo uses less than 80 % of a core",
     "NoAnalyticsEvents": "the demo records request_completed events",
-    "Degraded": "no check of the demo warns (steady: ~0.1 % errors, p95 < 1 s)",
 }
 #: Alerts whose outcome depends on the age of the data, not on the demo: a 5-minute rate() over a
 #: Prometheus younger than 5 minutes is an increase divided by 300 s, so AnalysisCoordinator (a few
 #: calls a second) may read below 0.1/s early in the test. Their signal (the expression without its
 #: final comparison) must return data; the comparison itself is covered by alerts/tests.
-SIGNAL_ONLY = {"LowThroughput": "<"}
+#: HighCPUUsage and Degraded: the demo's CPU (use since the previous scrape, and the process:cpu health
+#: check that warns above 80 %) depends on the machine's load and crosses 80 % on a busy 2-core CI host;
+#: their comparisons are covered by alerts/tests as well.
+SIGNAL_ONLY = {"LowThroughput": "<", "HighCPUUsage": ">", "Degraded": "=="}
 #: Alerts that follow the health gauge: Unhealthy fires for the burst app's ChatCoordinator.
-HEALTH_ALERTS = {"Unhealthy", "Degraded"}
+HEALTH_ALERTS = {"Unhealthy"}
 
 #: Grafana's variables, as the dashboard's defaults (All) and a 1 s scrape interval make them.
 DASHBOARD_VARIABLES = {
