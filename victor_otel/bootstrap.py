@@ -315,6 +315,23 @@ def _rebuild(exporter: Any, signal: str, settings: Settings) -> Callable[[], Any
     return None
 
 
+def _counted_batch(
+    telemetry: Telemetry, signal: str, exporter: Any, counting: Any, processor: Any, batch_variable: str
+) -> Any:
+    """``exporter`` wrapped to count what it exports, behind a bounded batch processor whose drops count too."""
+    settings = telemetry.settings
+    stats = telemetry.exports.signal(signal)
+    counted = counting(exporter, stats, _rebuild(exporter, signal, settings))
+    telemetry._exporters.append(counted)
+    batch = processor(
+        counted,
+        max_queue_size=settings.max_queue_size,
+        max_export_batch_size=_batch_size(settings, batch_variable),
+    )
+    count_drops(batch, stats)
+    return batch
+
+
 def _batch_size(settings: Settings, variable: str) -> int:
     """The export batch size (its own OTEL_* variable, default 512), never above max_queue_size."""
     try:
@@ -457,16 +474,10 @@ def _build_traces(
             resource=telemetry.resource, sampler=_sampler(settings), shutdown_on_exit=False
         )
         for exporter in _span_exporters(settings):
-            stats = telemetry.exports.signal("traces")
-            counted = CountingSpanExporter(exporter, stats, _rebuild(exporter, "traces", settings))
-            telemetry._exporters.append(counted)
-            batch = BatchSpanProcessor(
-                counted,
-                max_queue_size=settings.max_queue_size,
-                max_export_batch_size=_batch_size(settings, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
-            )
-            count_drops(batch, stats)
-            provider.add_span_processor(batch)
+            provider.add_span_processor(_counted_batch(
+                telemetry, "traces", exporter, CountingSpanExporter, BatchSpanProcessor,
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            ))
         for exporter in extra:
             counted = CountingSpanExporter(exporter, telemetry.exports.signal("traces"))
             provider.add_span_processor(SimpleSpanProcessor(counted))
@@ -537,16 +548,10 @@ def _build_logs(telemetry: Telemetry) -> None:
     provider = LoggerProvider(resource=telemetry.resource, shutdown_on_exit=False)
     for name in settings.logs_exporter:
         exporter = _otlp_exporter("logs", settings) if name == "otlp" else ConsoleLogRecordExporter()
-        stats = telemetry.exports.signal("logs")
-        counted = CountingLogExporter(exporter, stats, _rebuild(exporter, "logs", settings))
-        telemetry._exporters.append(counted)
-        batch = BatchLogRecordProcessor(
-            counted,
-            max_queue_size=settings.max_queue_size,
-            max_export_batch_size=_batch_size(settings, "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE"),
-        )
-        count_drops(batch, stats)
-        provider.add_log_record_processor(batch)
+        provider.add_log_record_processor(_counted_batch(
+            telemetry, "logs", exporter, CountingLogExporter, BatchLogRecordProcessor,
+            "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE",
+        ))
     telemetry.logger_provider = provider
 
 
