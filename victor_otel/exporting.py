@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -36,9 +37,13 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
     Sum,
 )
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, Status
 
 from victor_otel import instruments as contract
+from victor_otel.redaction import REDACTED, Redactor, get_redactor, names_a_secret
 
 _logger = logging.getLogger("victor_otel")
 
@@ -191,8 +196,95 @@ class _Rebuildable:
             self.inner = self._rebuild()
 
 
+def _redacted_value(value: Any, redactor: Redactor) -> Any:
+    if type(value) is str:
+        return redactor.text(value)
+    if isinstance(value, (tuple, list)) and any(type(v) is str for v in value):
+        return tuple(redactor.text(v) if type(v) is str else v for v in value)
+    return value
+
+
+def _redacted_attributes(attributes: Any, dropped: int, redactor: Redactor) -> Any:
+    """``attributes`` with every string redacted (and every value of a key naming a secret), or the
+    same object when nothing had to change. ``dropped``: the SDK's count of attributes over its limit."""
+    if not attributes:
+        return attributes
+    changed: dict[str, Any] | None = None
+    for key, value in attributes.items():
+        new = REDACTED if names_a_secret(key) else _redacted_value(value, redactor)
+        if new != value:
+            if changed is None:
+                changed = dict(attributes)
+            changed[key] = new
+    if changed is None:
+        return attributes
+    bounded = BoundedAttributes(maxlen=None, attributes=changed, immutable=True)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _bounded(items: list[Any], dropped: int) -> BoundedList:
+    bounded = BoundedList(None)
+    bounded.extend(items)
+    bounded.dropped = dropped
+    return bounded
+
+
+def redacted_span(span: ReadableSpan, redactor: Redactor | None = None) -> ReadableSpan:
+    """``span`` with its name, attributes, events, links and status redacted: a copy, or ``span``
+    itself when it holds no secret (the common case costs a few substring tests per string).
+
+    Every span victor_otel exports goes through this, whoever recorded it: the server spans of the
+    FastAPI / ASGI instrumentation record an escaping exception's raw message and stack trace and the
+    raw query string (``http.url``, ``http.target``), which the decorators' own redaction never sees.
+    Dropped counts (attributes, events, links over the SDK's limits) are kept.
+    """
+    redactor = redactor or get_redactor()
+    changed = False
+    attributes = span.attributes
+    clean_attributes = _redacted_attributes(attributes, span.dropped_attributes, redactor)
+    changed |= clean_attributes is not attributes
+    events = []
+    for event in span.events:
+        clean = _redacted_attributes(event.attributes, getattr(event.attributes, "dropped", 0), redactor)
+        if clean is not event.attributes:
+            changed = True
+            event = Event(event.name, clean, event.timestamp)
+        events.append(event)
+    links = []
+    for link in span.links:
+        clean = _redacted_attributes(link.attributes, getattr(link.attributes, "dropped", 0), redactor)
+        if clean is not link.attributes:
+            changed = True
+            link = Link(link.context, clean)
+        links.append(link)
+    status = span.status
+    if status.description:
+        description = redactor.text(status.description)
+        if description != status.description:
+            changed = True
+            status = Status(status.status_code, description)
+    name = redactor.text(span.name)
+    if not changed and name == span.name:
+        return span
+    return ReadableSpan(
+        name=name, context=span.context, parent=span.parent, resource=span.resource,
+        attributes=clean_attributes if clean_attributes is not attributes else _bounded_copy(span),
+        events=_bounded(events, span.dropped_events), links=_bounded(links, span.dropped_links), kind=span.kind,
+        status=status, start_time=span.start_time, end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _bounded_copy(span: ReadableSpan) -> BoundedAttributes:
+    bounded = BoundedAttributes(maxlen=None, attributes=dict(span.attributes), immutable=True)
+    bounded.dropped = span.dropped_attributes
+    return bounded
+
+
 class CountingSpanExporter(_Rebuildable, SpanExporter):
-    """A span exporter that counts each batch's outcome and never raises."""
+    """A span exporter that counts each batch's outcome and never raises; spans leave redacted
+    (:func:`redacted_span`)."""
 
     def __init__(self, inner: SpanExporter, stats: SignalStats, rebuild: Callable[[], SpanExporter] | None = None):
         _Rebuildable.__init__(self, inner, rebuild)
@@ -200,7 +292,8 @@ class CountingSpanExporter(_Rebuildable, SpanExporter):
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
         try:
-            result: SpanExportResult = self.inner.export(spans)
+            redactor = get_redactor()
+            result: SpanExportResult = self.inner.export([redacted_span(span, redactor) for span in spans])
         except Exception as error:
             self.stats.failed(len(spans), _error_name(error))
             return SpanExportResult.FAILURE
