@@ -48,6 +48,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
+from victor_otel import forking
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import Settings, check_sdk_environment
@@ -376,6 +377,14 @@ def _metric_readers(settings: Settings, telemetry: Telemetry) -> list[MetricRead
 
 _lock = threading.RLock()
 _current: Telemetry | None = None
+
+
+def _renew_lock_after_fork() -> None:
+    global _lock
+    _lock = threading.RLock()  # another thread may have held it (init() / shutdown()) at the fork
+
+
+forking.on_fork(after_in_child=_renew_lock_after_fork)
 _installed: set[int] = set()  # ids of providers we set as the global ones
 _atexit_registered = False
 

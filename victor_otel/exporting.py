@@ -223,8 +223,8 @@ def _redacted_attributes(attributes: Any, dropped: int, redactor: Redactor) -> A
     return bounded
 
 
-def _bounded(items: list[Any], dropped: int) -> BoundedList:
-    bounded = BoundedList(None)
+def _bounded(items: list[Any], dropped: int) -> BoundedList[Any]:
+    bounded: BoundedList[Any] = BoundedList(None)
     bounded.extend(items)
     bounded.dropped = dropped
     return bounded
@@ -277,7 +277,7 @@ def redacted_span(span: ReadableSpan, redactor: Redactor | None = None) -> Reada
 
 
 def _bounded_copy(span: ReadableSpan) -> BoundedAttributes:
-    bounded = BoundedAttributes(maxlen=None, attributes=dict(span.attributes), immutable=True)
+    bounded = BoundedAttributes(maxlen=None, attributes=dict(span.attributes or {}), immutable=True)
     bounded.dropped = span.dropped_attributes
     return bounded
 

@@ -68,7 +68,7 @@ from typing import Any, Literal
 import psutil
 from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
-from victor_otel import bootstrap
+from victor_otel import bootstrap, forking
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import _ORDERED, OPTIONS, Settings
@@ -896,6 +896,13 @@ def _lag_check(lag: float, max_lag: float) -> CheckResult:
 
 
 _HEALTH = Health()
+
+
+def _renew_lock_after_fork() -> None:
+    _HEALTH._lock = threading.Lock()  # a collection may have held it at the fork
+
+
+forking.on_fork(after_in_child=_renew_lock_after_fork)
 
 
 def get_health() -> Health:

@@ -19,6 +19,7 @@ redacted (:class:`Redactor`) before it is written or exported.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import enum
 import itertools
@@ -41,7 +42,7 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry._logs import LogRecord, SeverityNumber
 
-from victor_otel import bootstrap
+from victor_otel import bootstrap, forking
 from victor_otel.config import Settings
 from victor_otel.context import BAGGAGE_KEY, valid_request_id
 from victor_otel.decorators import error_type_of
@@ -585,11 +586,26 @@ _execution_loggers: dict[str, logging.Logger] = {}
 _OUTCOME_WORDS = {"success": "succeeded", "error": "failed", "cancelled": "was cancelled"}
 
 
+def _execution_logger(site: Any) -> tuple[logging.Logger, bool]:
+    """The logger of ``site``'s coordinator, and whether the record must name the coordinator itself.
+
+    A ``logging.Logger`` lives as long as the process: one is made only for a coordinator the registry
+    admitted under the cardinality cap. Past the cap, records go through the parent logger
+    (``victor.coordinators``) with the name as a field, so that unbounded names cost no memory.
+    """
+    name = site.coordinator
+    if name in site.registry.coordinators:
+        logger = _execution_loggers[name] = logging.getLogger(_PREFIX + name)
+        return logger, False
+    return logging.getLogger(COORDINATOR_LOGGER), True
+
+
 def _log_execution(site: Any, duration: float, exc: BaseException | None) -> None:
     """The decorators' execution hook: one record per execution, at almost no cost when disabled."""
     logger = _execution_loggers.get(site.coordinator)
+    named = False
     if logger is None:
-        logger = _execution_loggers[site.coordinator] = logging.getLogger(_PREFIX + site.coordinator)
+        logger, named = _execution_logger(site)
     if exc is None or not isinstance(exc, Exception):
         level = _success_level if duration < _slow_seconds else logging.WARNING
     else:
@@ -599,6 +615,8 @@ def _log_execution(site: Any, duration: float, exc: BaseException | None) -> Non
     outcome = "success" if exc is None else ("error" if isinstance(exc, Exception) else "cancelled")
     duration_ms = round(duration * 1000.0, 3)
     extra: dict[str, Any] = {"method": site.method, "outcome": outcome, "duration_ms": duration_ms}
+    if named:
+        extra["coordinator"] = site.coordinator
     exc_info = None
     if outcome == "error":
         assert exc is not None
@@ -730,6 +748,31 @@ def setup_coordinator_logging(
     _slow_seconds = math.inf if slow_threshold_ms is None else slow_threshold_ms / 1000.0
     _install_hook()
     return target_logger
+
+
+# -- fork safety --------------------------------------------------------------------------------------
+# A thread writing a record at the moment of a fork leaves the child with the handler's lock, or the
+# file's own buffer lock under it, taken for ever: the child's first record would hang. The forking
+# thread holds our handlers' locks across the fork, so no thread is half-way through a write.
+_held_at_fork: list[logging.Handler] = []
+
+
+def _hold_handlers() -> None:
+    deadline = time.monotonic() + forking.FORK_WAIT
+    for _, handler in list(_setup.handlers):
+        lock = handler.lock
+        if lock is not None and lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held_at_fork.append(handler)
+
+
+def _release_handlers() -> None:
+    while _held_at_fork:
+        handler = _held_at_fork.pop()
+        with contextlib.suppress(RuntimeError):  # the logging module renewed it in the child already
+            handler.release()
+
+
+forking.on_fork(before=_hold_handlers, after_in_parent=_release_handlers, after_in_child=_release_handlers)
 
 
 def _install_hook() -> None:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
+from victor_otel import forking
 from victor_otel import instruments as contract
 from victor_otel.instruments import LATENCY_BUCKETS, OVERFLOW_ATTRIBUTE, OVERFLOW_VALUE, MetricSpec
 from victor_otel.window import Window, WindowStats
@@ -157,6 +158,12 @@ class Registry:
 
     def reset(self) -> None:
         self.configure(self.limit, self.window_seconds)
+
+    def after_fork_in_child(self) -> None:
+        """A forked child counts its own calls (the parent's are the parent's), under locks of its own:
+        another thread may have held one at the fork."""
+        self._lock = threading.Lock()
+        self.reset()
 
     def _warn_once(self, family: str) -> None:
         if family not in self._warned:
@@ -325,6 +332,7 @@ def _metrics(*families: tuple[MetricSpec, list[Any]]) -> Iterator[Metric]:
 
 
 _REGISTRY = Registry()
+forking.on_fork(after_in_child=_REGISTRY.after_fork_in_child)
 
 
 def get_registry() -> Registry:

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -53,7 +52,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from victor_otel import exporting
+from victor_otel import exporting, forking
 from victor_otel import instruments as contract
 from victor_otel.errors import VictorOtelConfigError
 
@@ -299,10 +298,11 @@ _fork_hook_registered = False
 
 
 def register_fork_hook() -> None:
-    """Register the fork hooks once per process (called by ``init()``)."""
+    """Register the telemetry's fork hooks once per process (called by ``init()``); the registry, health,
+    logs and bootstrap register their own (see :mod:`victor_otel.forking`)."""
     global _fork_hook_registered
-    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(
+    if not _fork_hook_registered:
+        forking.on_fork(
             before=_before_fork, after_in_parent=_release_collection_lock, after_in_child=after_fork_in_child
         )
         _fork_hook_registered = True
@@ -310,8 +310,6 @@ def register_fork_hook() -> None:
 
 #: The locks held across a fork (taken in this order, released in the reverse one).
 _held_at_fork: list[Any] = []
-#: A fork waits at most this long for a collection or a push in progress to finish.
-FORK_WAIT = 5.0
 
 
 def _before_fork() -> None:
@@ -323,15 +321,15 @@ def _before_fork() -> None:
     the child's first scrape or push would hang (seen with ``gunicorn --preload`` and a 200 ms OTLP
     interval). The export locks first, then the collection lock, the order the reader's thread never holds
     them in together (it releases the collection lock before exporting). Bounded: a push stuck on a hanging
-    collector delays a fork by at most :data:`FORK_WAIT` seconds, and is then forked through (the child
-    gets new export locks anyway).
+    collector delays a fork by at most :data:`victor_otel.forking.FORK_WAIT` seconds, and is then forked
+    through (the child gets new export locks anyway).
     """
     from victor_otel import bootstrap
 
     telemetry = bootstrap._current
     if telemetry is None:
         return
-    deadline = time.monotonic() + FORK_WAIT
+    deadline = time.monotonic() + forking.FORK_WAIT
     locks = [reader._export_lock for reader in telemetry.readers if hasattr(reader, "_export_lock")]
     collection_lock = getattr(getattr(telemetry.meter_provider, "_measurement_consumer", None), "_lock", None)
     if collection_lock is not None:
@@ -347,19 +345,11 @@ def _release_collection_lock() -> None:
 
 
 def after_fork_in_child() -> None:
-    """Make the state a forked child inherited its own (see the module's docstring)."""
+    """Make the telemetry a forked child inherited its own (see the module's docstring)."""
     from victor_otel import bootstrap
-    from victor_otel.registry import get_registry
 
     _release_collection_lock()  # taken by the forking thread, which is this child's only thread
     try:
-        bootstrap._lock = threading.RLock()  # another thread may have held it at the fork
-        registry = get_registry()
-        registry._lock = threading.Lock()
-        registry.reset()  # the parent's calls are counted by the parent
-        health = sys.modules.get("victor_otel.health")  # loaded (and its lock in use) only after init()
-        if health is not None:
-            health.get_health()._lock = threading.Lock()  # a collection may have held it at the fork
         telemetry = bootstrap._current
         if telemetry is None:
             return
