@@ -452,8 +452,11 @@ def flush(timeout: float | None = None) -> bool:
         finally:
             done.set()
 
+    started = time.time()
     threading.Thread(target=run, name="victor-otel-flush", daemon=True).start()
-    return done.wait(budget)
+    finished = done.wait(budget)
+    telemetry.flush_stalled_at = None if finished else started  # shutdown() then spends no second budget
+    return finished
 
 
 def _drain_seconds() -> float:
@@ -501,28 +504,47 @@ def wrap_sigterm() -> bool:
     return True
 
 
+_warned_off_main_thread = False
+
+
 def install_exit_handler() -> bool:
     """When SIGTERM would kill the process outright (no handler), flush first, then die of it as before.
 
-    Called by ``init()``; a handler the application or its server installed is left alone.
+    Called by ``init()``; a handler the application or its server installed is left alone. The handler
+    itself only hands over to a thread: it runs in the main thread between two bytecodes, maybe inside a
+    lock the flush needs (a decorated call's series, the registry), so it must never wait. A second
+    SIGTERM ends the process at once. Outside the main thread no handler can be installed: that is said
+    once, on the ``victor_otel`` logger.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return False
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    global _warned_off_main_thread
+    if threading.current_thread() is not threading.main_thread():
+        if not _warned_off_main_thread:
+            _warned_off_main_thread = True
+            _logger.warning(
+                "victor_otel: init() ran outside the main thread, where no signal handler can be installed: "
+                "SIGTERM will end this process without flushing spans and logs. Call victor_otel.init() "
+                "from the main thread, or call victor_otel.shutdown() from your own SIGTERM handler."
+            )
         return False
 
     def flush_then_die(signum: int, frame: FrameType | None) -> None:
-        from victor_otel import bootstrap
-
         _start_draining()
-        try:
-            bootstrap.shutdown()
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        threading.Thread(target=_shutdown_then_die, name="victor-otel-sigterm").start()
 
     signal.signal(signal.SIGTERM, flush_then_die)
     return True
+
+
+def _shutdown_then_die() -> None:
+    from victor_otel import bootstrap
+
+    try:
+        bootstrap.shutdown()
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # the default action now: the exit a supervisor expects
 
 
 def lifespan(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
