@@ -165,6 +165,11 @@ class Registry:
         self._lock = threading.Lock()
         self.reset()
 
+    def warn_overflow(self, family: str) -> None:
+        """Say once that ``family`` (another module's) reached the cardinality limit."""
+        with self._lock:
+            self._warn_once(family)
+
     def _warn_once(self, family: str) -> None:
         if family not in self._warned:
             self._warned.add(family)
