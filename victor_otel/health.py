@@ -832,7 +832,7 @@ class Health:
             for r in kept
         ]
         if folded:
-            self.registry.warn_overflow(contract.HEALTH_STATUS.prometheus_name)
+            self.registry.warn_overflow(contract.HEALTH_STATUS)
             points.append(NumberDataPoint(
                 {"check": OVERFLOW_VALUE, "coordinator": OVERFLOW_VALUE, OVERFLOW_ATTRIBUTE: True},
                 0, now_ns, STATUS_VALUES[_worst(folded)],

@@ -149,7 +149,7 @@ class Registry:
             self.events: dict[str, list[int]] = {}
             self.events_start_ns = time.time_ns()
             self._error_label_sets = 0
-            self._warned: set[str] = set()
+            self._warned: set[str | MetricSpec] = set()
             self._overflow_used = False
             self._overflow_coordinator = CoordinatorState(OVERFLOW_VALUE, window_seconds, overflow=True)
             self._overflow_series = MethodSeries(self, self._overflow_coordinator, OVERFLOW_VALUE, True)
@@ -165,14 +165,17 @@ class Registry:
         self._lock = threading.Lock()
         self.reset()
 
-    def warn_overflow(self, family: str) -> None:
+    def warn_overflow(self, family: MetricSpec) -> None:
         """Say once that ``family`` (another module's) reached the cardinality limit."""
         with self._lock:
             self._warn_once(family)
 
-    def _warn_once(self, family: str) -> None:
+    def _warn_once(self, family: str | MetricSpec) -> None:
+        # Past the cap this runs on every call: the family's name is only computed for the warning.
         if family not in self._warned:
             self._warned.add(family)
+            if isinstance(family, MetricSpec):
+                family = family.prometheus_name
             _logger.warning(
                 "victor_otel: more than %d label sets for %s; the excess is folded into one series "
                 "labelled %s=true. Unbounded values (request or user IDs) must not be labels; raise "
@@ -206,7 +209,7 @@ class Registry:
             if series is not None:
                 return series, None
             if len(self.series) >= self.limit or state is self._overflow_coordinator:
-                self._warn_once(contract.EXECUTIONS.prometheus_name)
+                self._warn_once(contract.EXECUTIONS)
                 own = None if state is self._overflow_coordinator else state
                 return self._overflow_series, own
             series = self.series[key] = MethodSeries(self, state, method)
@@ -216,7 +219,7 @@ class Registry:
         """Count a new error label set, or fold it into ``_overflow`` past the cap."""
         with self._lock:
             if self._error_label_sets >= self.limit:
-                self._warn_once(contract.ERRORS.prometheus_name)
+                self._warn_once(contract.ERRORS)
                 return OVERFLOW_VALUE
             self._error_label_sets += 1
             return error_type
@@ -228,7 +231,7 @@ class Registry:
                 cell = self.events.get(name)
                 if cell is None:
                     if len(self.events) >= self.limit:
-                        self._warn_once(contract.ANALYTICS_EVENTS.prometheus_name)
+                        self._warn_once(contract.ANALYTICS_EVENTS)
                         name = OVERFLOW_VALUE
                         cell = self.events.setdefault(name, [0])
                     else:
