@@ -48,7 +48,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
-from victor_otel import forking
+from victor_otel import _sdk, forking
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import Settings, check_sdk_environment
@@ -294,9 +294,7 @@ def _otlp(signal: str) -> Any:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             return OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter
+        return _sdk.otlp_log_exporter()
     except ImportError:
         raise VictorOtelConfigError(
             f"OTEL_{signal.upper()}_EXPORTER=otlp needs the OTLP exporter: pip install 'victor-otel[otlp]'"

@@ -41,7 +41,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -52,7 +51,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from victor_otel import exporting, forking
+from victor_otel import _sdk, exporting, forking
 from victor_otel import instruments as contract
 from victor_otel.errors import VictorOtelConfigError
 
@@ -330,11 +329,7 @@ def _before_fork() -> None:
     if telemetry is None:
         return
     deadline = time.monotonic() + forking.FORK_WAIT
-    locks = [reader._export_lock for reader in telemetry.readers if hasattr(reader, "_export_lock")]
-    collection_lock = getattr(getattr(telemetry.meter_provider, "_measurement_consumer", None), "_lock", None)
-    if collection_lock is not None:
-        locks.append(collection_lock)
-    for lock in locks:
+    for lock in _sdk.fork_locks(telemetry.meter_provider, telemetry.readers):
         if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             _held_at_fork.append(lock)
 
@@ -367,7 +362,7 @@ def _reinit_telemetry(telemetry: Any) -> None:
     telemetry.started_at = time.time()
     telemetry.exports.reset_after_fork()
     exporting.reinit_after_fork()
-    telemetry.resource = _child_resource(telemetry.resource)
+    telemetry.resource = _sdk.child_resource(telemetry.resource)
     for reader in telemetry.readers:
         if hasattr(reader, "_resource"):
             reader._resource = telemetry.resource
@@ -376,36 +371,11 @@ def _reinit_telemetry(telemetry: Any) -> None:
     if telemetry.prometheus_registry is not None:
         telemetry.prometheus_registry._serial = threading.Lock()
     for reader in telemetry.readers:
-        if hasattr(reader, "_export_lock"):
-            # The SDK's periodic reader restarts its thread after fork but keeps this lock, which the
-            # parent's thread holds while it exports: a fork during a push would stop the child's for good.
-            reader._export_lock = threading.Lock()
-        collector = getattr(reader, "_collector", None)
-        if collector is not None and hasattr(collector, "_target_info"):
-            collector._target_info = None  # rebuilt with the new service.instance.id
-            collector._metrics_datas.clear()
+        _sdk.renew_reader_after_fork(reader)
     # The standalone server's thread lives in the parent: the child must not try to stop it.
     telemetry.metrics_server = None
     if telemetry.multiprocess is not None:
         telemetry.multiprocess.reinit_after_fork()
-
-
-def _child_resource(resource: Any) -> Any:
-    """The Resource with this child's own ``service.instance.id``.
-
-    The SDK (1.40+) refreshes its providers' Resource after a fork with the id its
-    ``ServiceInstanceIdResourceDetector`` keeps per pid; the same detector gives ours the same id.
-    Older SDKs do not: there every provider shares our one Resource object, whose attributes are
-    replaced in place.
-    """
-    try:
-        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
-    except ImportError:
-        attributes = dict(resource.attributes)
-        attributes["service.instance.id"] = str(uuid.uuid4())
-        resource._attributes = BoundedAttributes(attributes=attributes, immutable=True)
-        return resource
-    return resource.merge(ServiceInstanceIdResourceDetector().detect())
 
 
 def enable_multiprocess(telemetry: Any) -> None:
