@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import IO, Any
 
 import psutil
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -48,10 +48,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
-from victor_otel import _sdk, forking
+from victor_otel import _sdk, decorators, forking
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import Settings, check_sdk_environment
+from victor_otel.context import PROPAGATOR
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
 from victor_otel.exporting import (
     CountingLogExporter,
@@ -405,7 +406,10 @@ def current() -> Telemetry | None:
 def init(
     span_exporters: Sequence[SpanExporter] = (), *, span_processors: Sequence[SpanProcessor] = (), **arguments: Any
 ) -> Telemetry:
-    """Bootstrap tracing, metrics and logs; see :func:`victor_otel.init` for the arguments.
+    """Build tracing, metrics and logs; see :func:`victor_otel.init` for the arguments.
+
+    The providers only: :func:`victor_otel.init` is the one wiring point that adds health, the
+    multi-process mode, fork and SIGTERM handling and the standalone metrics server around them.
 
     ``span_exporters`` are added with a synchronous processor (tests use an in-memory exporter); they
     are not settings, so they take no part in the idempotence check. ``span_processors`` are added as
@@ -428,24 +432,10 @@ def init(
             registry.configure(settings.cardinality_limit, settings.window_seconds)
         telemetry = Telemetry(settings, registry)
         if not settings.disabled:
-            from victor_otel import workers
-
             check_sdk_environment()  # a bad OTEL_* variable the SDK reads: our error, not the SDK's crash
-            if settings.multiproc_dir:
-                workers.check_directory(settings.multiproc_dir)  # before anything is built
             _build_traces(telemetry, span_exporters, span_processors)
             _build_metrics(telemetry)
             _build_logs(telemetry)
-            if settings.multiproc_dir and telemetry.prometheus_registry is not None:
-                workers.enable_multiprocess(telemetry)
-            workers.register_fork_hook()  # gunicorn --preload: each forked worker gets state of its own
-            workers.install_exit_handler()  # SIGTERM without a handler: flush, then die of it as before
-        if settings.metrics_port is not None and telemetry.prometheus_registry is not None:
-            from victor_otel.exposition import start_metrics_server
-
-            telemetry.metrics_server = start_metrics_server(
-                settings.metrics_port, settings.metrics_host, telemetry=telemetry
-            )
         telemetry.lifecycle = Lifecycle.READY
         _current = telemetry
         _set_tracer(telemetry.tracer)
@@ -461,16 +451,10 @@ def _set_propagator() -> None:
     """tracecontext + baggage globally, so request IDs travel beside traceparent; OTEL_PROPAGATORS wins."""
     if os.environ.get("OTEL_PROPAGATORS", "").strip():
         return
-    from opentelemetry import propagate
-
-    from victor_otel.context import PROPAGATOR
-
     propagate.set_global_textmap(PROPAGATOR)
 
 
 def _set_tracer(tracer: trace.Tracer | None) -> None:
-    from victor_otel import decorators
-
     decorators._runtime.tracer = tracer
 
 
