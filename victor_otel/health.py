@@ -51,7 +51,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import hmac
 import importlib.metadata
 import inspect
 import json
@@ -68,7 +67,7 @@ from typing import Any, Literal
 import psutil
 from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
-from victor_otel import bootstrap, forking
+from victor_otel import auth, bootstrap, forking
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import _ORDERED, OPTIONS, Settings
@@ -1006,7 +1005,7 @@ def _problem(status: int, title: str, detail: str) -> Any:
     body = json.dumps({"title": title, "status": status, "detail": detail})
     headers = {"Cache-Control": "no-store"}
     if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="victor_otel health"'
+        headers["WWW-Authenticate"] = auth.challenge("victor_otel health", token="set")
     return Response(body, status, media_type="application/problem+json", headers=headers)
 
 
@@ -1020,10 +1019,7 @@ def _authorized(authorization: str | None) -> bool | None:
             token = Settings.from_sources().health_token
         except VictorOtelConfigError:
             return None  # fail closed: a token may be configured
-    if not token:
-        return True
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return auth.check(authorization, token=token)
 
 
 def health_endpoint(scope: Scope) -> Any:
