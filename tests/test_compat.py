@@ -38,7 +38,7 @@ def test_seed_quick_start_over_a_real_socket() -> None:
     assert "# TYPE victor_coordinator_executions_total counter" in text
     assert 'victor_coordinator_executions_total{coordinator="ChatCoordinator",method="execute"} 2.0' in text
     assert (
-        'victor_coordinator_errors_total{coordinator="ChatCoordinator",error_type="ExecutionFailed",'
+        'victor_coordinator_errors_by_type_total{coordinator="ChatCoordinator",error_type="ExecutionFailed",'
         'method="execute"} 1.0' in text
     )
     assert 'error_type="Timeout"' in text
@@ -106,7 +106,7 @@ def test_a_named_error_type_reaches_the_metric_and_the_execution_log() -> None:
         victor_otel.teardown_coordinator_logging()
     (record,) = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert record["level"] == "ERROR" and record["error_type"] == "Timeout"
-    assert value(scrape(), "victor_coordinator_errors_total", coordinator="Tool", method="execute",
+    assert value(scrape(), "victor_coordinator_errors_by_type_total", coordinator="Tool", method="execute",
                  error_type="Timeout") == 1
 
 

@@ -846,7 +846,7 @@ def _grade(value: float, warn: float, fail: float) -> Status:
 def _coordinator_checks(name: str, stats: WindowStats, t: Thresholds, window: float) -> list[CheckResult]:
     component = name.replace(":", "_")  # a key has one colon
     enough = stats.calls >= t.min_calls
-    rate = stats.error_rate
+    rate = stats.error_rate or 0.0  # no call in the window: none failed ("0.0% of 0 calls")
     rate_status = FAIL if rate > t.error_rate_fail and enough else WARN if rate > t.error_rate_warn else PASS
     p95 = stats.p95
     if p95 is None:
