@@ -8,7 +8,9 @@ Four endpoints, following Kubernetes probe conventions::
   downstream, never a coordinator's error rate. It fails when the loop was blocked longer than
   ``health_max_loop_lag`` seconds (within the last as many seconds).
 - ``/health/ready``: 200 once ``init()`` has finished and while no *critical* check fails; 503 from the
-  moment ``shutdown()`` starts (drain), and before ``init()``.
+  moment ``shutdown()`` starts (drain). A route of :func:`setup_health_endpoints` probed before any
+  ``init()`` in the process initialises from the environment first, as the seed's endpoints (and the
+  seed's ``/metrics``) needed no set-up call; :func:`check_health` does not.
 - ``/health``: the overall status, the worst of every check (so it fails whenever readiness fails).
 - ``/health/detailed``: ``/health`` plus per-coordinator statistics, versions, uptime and the
   Resource; closed behind ``Authorization: Bearer <token>`` when ``health_token`` is set.
@@ -1004,6 +1006,8 @@ def health_endpoint(scope: Scope) -> Any:
                 response: Response = _problem(401, "Unauthorized", detail)
                 return response
         try:
+            if scope != "live":  # the seed's endpoints worked without init(): initialise as /metrics does
+                bootstrap.current_or_default()
             report = await _HEALTH.evaluate(scope)
             body, status = report.to_json(), report.http_status
         except Exception as exc:  # a probe must get an answer, never a 500
