@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 import victor_otel
+from tests.conftest import require_tool
 from tests.faults import free_port
 from tests.servers import serve
 from victor_otel.logs import teardown_coordinator_logging
@@ -236,3 +237,50 @@ def test_quick_start_3_production_set_up_alone(tmp_path: Path) -> None:
     assert record["level"] == "INFO" and record["message"] == "Processing request"
     assert record["request_id"] == "abc-123" and record["user_id"] == "user@example.com"
     assert record["coordinator"] == "ChatCoordinator"
+
+
+# -- the seed's own mistakes, and the fixes the migration guide gives ----------------------------------
+
+GUIDE = ROOT / "docs" / "migration.md"
+
+
+def test_the_seeds_alertmanager_config_is_invalid_and_the_guides_fix_is_valid(tmp_path: Path) -> None:
+    amtool = require_tool("amtool")
+    (seed_config,) = seed_blocks("yaml")[1:]  # the second YAML block: alertmanager.yml
+    assert "receiver: 'default'" in seed_config
+    before, after = re.findall(r"```yaml\n(# (?:before|after).*?)```", GUIDE.read_text(), re.S)
+    assert before.split("\n", 1)[1] == seed_config, "the guide's 'before' is the seed's file"
+    for text, valid in ((seed_config, False), (after, True)):
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(text)
+        checked = subprocess.run([amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60,
+                                 check=False)
+        assert (checked.returncode == 0) is valid, checked.stdout + checked.stderr
+        if not valid:
+            assert 'undefined receiver "default"' in checked.stdout + checked.stderr
+
+
+def test_jq_then_tail_keeps_lines_not_records_unless_compact(tmp_path: Path) -> None:
+    require_tool("jq")
+    log_file = tmp_path / "coordinators.log"
+    victor_otel.setup_coordinator_logging(level="INFO", format_type="json", output_file=str(log_file))
+    try:
+        logger = victor_otel.get_coordinator_logger("ChatCoordinator")
+        for i in range(60):
+            logger.error("call %d failed", i, extra={"request_id": f"req-{i}"})
+    finally:
+        teardown_coordinator_logging()
+    seed = next(line for block in seed_blocks("bash") for line in block.splitlines() if "tail -50" in line)
+    seed = seed.strip().replace(SEED_LOG, str(log_file))
+
+    def records(command: str) -> list[str]:
+        out = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=60,
+                             check=True).stdout
+        return [line for line in out.splitlines() if line.strip()]
+
+    as_printed = records(seed)
+    assert len(as_printed) == 50 and not all(line.startswith("{") for line in as_printed)  # lines, not records
+    fixed = seed.replace("jq '", "jq -c '")  # the guide's fix
+    assert "`jq -c 'select(.level == \"ERROR\")' coordinators.log \\| tail -50`" in GUIDE.read_text()
+    last = [json.loads(line) for line in records(fixed)]
+    assert [r["request_id"] for r in last] == [f"req-{i}" for i in range(10, 60)]  # the last 50 records
