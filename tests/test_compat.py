@@ -115,3 +115,12 @@ def test_the_seed_exporter_alone_exports_health_statuses_from_its_first_scrape(m
     get_coordinator_metrics_collector().track_execution("ChatCoordinator", 5.0)
     text = get_prometheus_exporter().export_metrics()  # no init(), no probe before
     assert 'victor_health_status{check="ChatCoordinator:error_rate",coordinator="ChatCoordinator"} 1.0' in text
+
+
+def test_stats_have_no_ratio_over_an_empty_window(telemetry: Any) -> None:
+    collector = get_coordinator_metrics_collector()
+    collector.track_execution("Calls", duration_ms=5.0, success=False)
+    collector.record_cache_miss("CacheOnly")
+    calls, cache_only = collector.get_coordinator_stats("Calls"), collector.get_coordinator_stats("CacheOnly")
+    assert calls["error_rate"] == 1.0 and calls["cache_hit_rate"] is None  # no lookup: unknown, not 0 %
+    assert cache_only["cache_hit_rate"] == 0.0 and cache_only["error_rate"] is None  # no call: unknown
