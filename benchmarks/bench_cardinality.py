@@ -1,5 +1,10 @@
 """P5: 1,000,000 calls over 100,000 distinct method names stay within the cardinality cap.
 
+P5b: 100,000 distinct *coordinator* names through the seed's ``track_execution`` with
+``setup_coordinator_logging`` active (records filtered out, as at the default success level): past the cap
+nothing a name can create is kept (series, loggers), RSS growth stays bounded, and a call past the cap
+costs at most 2x a call within it (both timed in the same child process, interleaved).
+
 ``track("BenchCoordinator", name)`` with 100,000 names, 1,000,000 calls, metrics only, default cap
 (1,000). Checked afterwards: ``/metrics`` shows exactly cap + 1 ``executions_total`` series (the extra
 one being the ``otel_metric_overflow="true"`` series), every call is counted, and resident memory grew
@@ -22,6 +27,7 @@ from time import perf_counter
 from benchmarks.harness import Result
 
 CALLS, NAMES, CAP, GROWTH_MB = 1_000_000, 100_000, 1_000, 20.0
+PAST_CAP_RATIO = 2.0
 EXECUTIONS = "victor_coordinator_executions_total"
 
 
@@ -64,13 +70,64 @@ def _child(calls: int, names: int) -> dict[str, float]:
     }
 
 
+def _coordinators_child(names: int) -> dict[str, float]:
+    import io
+    import logging
+
+    import psutil
+
+    import victor_otel
+
+    victor_otel.init(service_name="bench", traces_exporter="none", cardinality_limit=CAP)
+    victor_otel.setup_coordinator_logging(level="INFO", stream=io.StringIO())  # successes are DEBUG: filtered
+    collector = victor_otel.get_coordinator_metrics_collector()
+    admitted = [f"Admitted{i}" for i in range(CAP)]
+    past = [f"Past{i}" for i in range(names)]
+    for name in admitted:
+        collector.track_execution(name, 1.0)
+    victor_otel.render()
+    gc.collect()
+    process = psutil.Process()
+    before = process.memory_info().rss
+    within_s = past_s = 0.0
+    chunk = max(1, names // 10)
+    for start in range(0, names, chunk):  # interleaved: both see the same machine
+        t = perf_counter()
+        for i in range(start, start + chunk):
+            collector.track_execution(admitted[i % CAP], 1.0)
+        within_s += perf_counter() - t
+        t = perf_counter()
+        for name in past[start:start + chunk]:
+            collector.track_execution(name, 1.0)
+        past_s += perf_counter() - t
+    body = victor_otel.render()[0].decode()
+    gc.collect()
+    after = process.memory_info().rss
+    series = sum(line.startswith(EXECUTIONS + "{") for line in body.splitlines())
+    loggers = sum(n.startswith("victor.coordinators.") for n in logging.Logger.manager.loggerDict)
+    victor_otel.teardown_coordinator_logging()
+    victor_otel.shutdown()
+    return {"growth_mb": (after - before) / 2**20, "series": series, "loggers": loggers,
+            "within_s": within_s / names, "past_s": past_s / names}
+
+
 def run(quick: bool) -> list[Result]:
     calls, names = (20_000, 2_000) if quick else (CALLS, NAMES)
+    root = Path(__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_cardinality", "--child", str(calls), str(names)],
-        capture_output=True, text=True, timeout=600, check=True, cwd=Path(__file__).resolve().parents[1],
+        capture_output=True, text=True, timeout=600, check=True, cwd=root,
     )
     m = json.loads(out.stdout.strip().splitlines()[-1])
+    past_names = 5_000 if quick else NAMES
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_cardinality", "--coordinators", str(past_names)],
+        capture_output=True, text=True, timeout=600, check=True, cwd=root,
+    )
+    c = json.loads(out.stdout.strip().splitlines()[-1])
+    ratio = c["past_s"] / c["within_s"]
+    past_ok = ratio <= PAST_CAP_RATIO and c["series"] == CAP + 1 and c["loggers"] <= CAP and (
+        c["growth_mb"] <= GROWTH_MB)
     ok = (
         m["growth_mb"] <= GROWTH_MB and m["series"] == CAP + 1 and m["overflow_series"] == 1
         and m["counted"] == m["calls"]
@@ -82,17 +139,27 @@ def run(quick: bool) -> list[Result]:
             passed=ok, rounds=1, unit="MB",
             note=f"{int(m['series'])} series ({int(m['overflow_series'])} overflow), "
             f"{m['per_call_s'] * 1e6:.1f} us/call",
-        )
+        ),
+        Result(
+            case="P5b", what=f"{past_names:,} coordinator names past the cap (track_execution, logging on): "
+            "a call past the cap vs one within it",
+            ours=c["past_s"], anchor=c["within_s"], target=f"<= {PAST_CAP_RATIO:g}, {CAP + 1} series, "
+            f"<= {CAP} loggers, <= {GROWTH_MB:g} MB", passed=past_ok, rounds=1, ratio=ratio,
+            note=f"{int(c['series'])} series, {int(c['loggers'])} loggers, RSS +{c['growth_mb']:.1f} MB",
+        ),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--child", action="store_true")
+    parser.add_argument("--coordinators", action="store_true")
     parser.add_argument("calls", type=int, nargs="?", default=CALLS)
     parser.add_argument("names", type=int, nargs="?", default=NAMES)
     args = parser.parse_args()
-    if args.child:
+    if args.coordinators:
+        print(json.dumps(_coordinators_child(args.calls)))
+    elif args.child:
         print(json.dumps(_child(args.calls, args.names)))
     else:
         for result in run(quick=False):

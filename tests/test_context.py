@@ -274,3 +274,30 @@ async def test_the_middleware_alone_does_everything() -> None:
     status, headers, _ = await call(middleware, [(b"x-request-id", b"solo-1")])
     assert status == 204 and headers[b"x-request-id"] == b"solo-1"
     assert victor_otel.get_request_id() is None
+
+
+def test_a_client_cannot_fill_the_log_through_the_baggage_header(caplog: pytest.LogCaptureFixture,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's propagator wrote an oversized baggage header whole to the log once per request (211 KB for
+    4 requests), and every malformed entry: a client could fill the server's log."""
+    import httpx
+
+    from tests.servers import serve
+
+    monkeypatch.setattr(context, "_reported", set())
+    victor_otel.init(service_name="t", traces_exporter="none")
+    app = Starlette(routes=[Route("/rid", lambda request: JSONResponse({"rid": context.get_request_id()}))])
+    victor_otel.instrument_app(app)
+    marker = "FILLTHELOG"
+    oversized = ",".join(f"k{i}={marker}{'x' * 40}" for i in range(1_200))  # ~60 KB
+    malformed = ",".join(f"{marker}{i} no equals sign" for i in range(50))
+    with caplog.at_level("INFO"), serve(app) as url, httpx.Client() as client:
+        for _ in range(4):
+            assert client.get(f"{url}/rid", headers={"baggage": oversized}).status_code == 200
+            assert client.get(f"{url}/rid", headers={"baggage": malformed}).status_code == 200
+        carried = client.get(f"{url}/rid", headers={"baggage": "request_id=req-7,bad entry"}).json()
+    assert carried == {"rid": "req-7"}  # the valid entries of a header still count
+    logged = "".join(r.getMessage() for r in caplog.records)
+    assert marker not in logged and len(logged) < 2_000
+    ours = [r.getMessage() for r in caplog.records if r.name == "victor_otel" and "baggage" in r.getMessage()]
+    assert len(ours) == 2 and any("bytes" in m for m in ours) and any("malformed" in m for m in ours)

@@ -261,3 +261,94 @@ def test_a_request_makes_one_server_span_not_per_message_spans(telemetry: Any, s
         assert client.get("/chat").status_code == 200
         assert client.get("/metrics").status_code == 200  # excluded: no span at all
     assert [s.name for s in spans.get_finished_spans()] == ["GET /chat"]
+
+
+# -- the standalone server under idle and hostile clients -------------------------------------------
+
+
+def _own_descriptors() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_the_standalone_server_bounds_connections_and_closes_idle_ones(
+    telemetry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One thread and one descriptor per connection, with no idle timeout, let 160 idle clients exhaust a
+    process's descriptors. Connections over the bound are closed at once; idle ones after IDLE_TIMEOUT."""
+    import socket
+    import time
+
+    from victor_otel import exposition
+
+    monkeypatch.setattr(exposition, "IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(exposition, "MAX_CONNECTIONS", 8)
+    server = victor_otel.start_metrics_server(0)
+    try:
+        baseline = _own_descriptors()
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(40)]
+        time.sleep(0.2)
+        # The clients' own 40 descriptors plus at most the bound on the server side.
+        assert _own_descriptors() - baseline <= 40 + 8
+        closed = 0
+        for sock in idle:
+            sock.settimeout(2.0)
+            try:
+                closed += sock.recv(1) == b""  # over the bound or idle: the server hangs up
+            except OSError:
+                closed += 1
+        assert closed == 40
+        for sock in idle:
+            sock.close()
+        # Still serving once the idle clients are gone.
+        assert httpx.get(server.url).status_code == 200
+    finally:
+        server.close()
+
+
+FD_LIMIT_SCRIPT = """
+import errno, os, resource, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+import victor_otel
+victor_otel.init(service_name="fds", traces_exporter="none")
+server = victor_otel.start_metrics_server(0)
+print(server.port, flush=True)
+sys.stdin.readline()  # the test opened its idle connections
+failures = 0
+cpu = time.process_time()
+for _ in range(200):  # the application keeps opening files while the idle clients hold on
+    try:
+        with open(os.devnull) as f:
+            pass
+    except OSError as e:
+        failures += e.errno == errno.EMFILE
+    time.sleep(0.01)
+print(failures, round(time.process_time() - cpu, 3), flush=True)
+"""
+
+
+def test_idle_clients_cannot_exhaust_the_applications_descriptors_or_a_core() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", FD_LIMIT_SCRIPT], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdin is not None and process.stdout is not None
+    idle: list[socket.socket] = []
+    try:
+        port = int(process.stdout.readline())
+        for _ in range(160):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        failures, cpu = process.stdout.readline().split()
+        assert process.wait(30) == 0
+    finally:
+        for sock in idle:
+            sock.close()
+        if process.poll() is None:
+            process.kill()
+    assert int(failures) == 0  # the application's own open() never met EMFILE
+    assert float(cpu) < 1.0  # 2 s of wall time: the accept loop did not spin at 100 % of a core

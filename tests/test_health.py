@@ -566,3 +566,43 @@ def test_health_status_gauge_follows_each_new_telemetry() -> None:
     victor_otel.shutdown()
     start(service_name="again")
     assert health_value(scrape(), "telemetry:lifecycle") == 1.0
+
+
+def test_health_status_stays_within_the_cardinality_limit_failing_checks_named_first() -> None:
+    """Two checks per coordinator made victor_health_status reach 2,007 label sets for a cap of 1,000."""
+    start(health_min_calls=1, cardinality_limit=6)
+    for i in range(5):
+        record(f"Passing{i}", 10)
+    record("Failing", 1, 9)
+    samples = scrape()
+    sets = [labels for (name, labels), _ in samples.items()
+            if name == "victor_health_status" and dict(labels).get("coordinator")]
+    assert len(sets) == 6 + 1, sets  # the limit, plus one overflow series
+    assert health_value(samples, "Failing:error_rate") == 0.0
+    overflow = [v for (name, labels), v in samples.items()
+                if name == "victor_health_status" and ("otel_metric_overflow", "true") in labels]
+    assert overflow == [1.0]  # the folded checks all pass: the overflow series says so
+    record("Failing", 0, 0)
+    record("Passing0", 0, 10)  # now failing too: it gets a name back before passing checks do
+    assert health_value(scrape(), "Passing0:error_rate") == 0.0
+
+
+def test_with_a_token_probes_get_statuses_but_no_coordinator_names() -> None:
+    """With health_token set, /health listed every coordinator name (513 KB for 2,008 checks)."""
+    with client(health_token="s3cret-token", health_min_calls=1) as http:
+        for i in range(30):
+            record(f"SecretName{i}", 10, 0 if i else 10)
+        for path in ("/health", "/health/ready"):
+            anonymous = http.get(path)
+            assert "SecretName" not in anonymous.text, path
+        overall = http.get("/health")
+        assert overall.status_code == 503 and overall.json()["status"] == "fail"  # the same verdict
+        folded = overall.json()["checks"]["coordinators:error_rate"][0]
+        assert folded["status"] == "fail" and folded["observedValue"] == 30
+        assert "1 failing and 0 warning of 30" in folded["output"]
+        named = http.get("/health", headers={"Authorization": "Bearer s3cret-token"})
+        assert "SecretName0:error_rate" in named.json()["checks"]
+    victor_otel.shutdown()
+    with client(health_min_calls=1) as http:  # no token configured: nothing to hide
+        record("OpenName", 10)
+        assert "OpenName:error_rate" in http.get("/health").json()["checks"]

@@ -661,3 +661,25 @@ def test_the_logging_benchmark_runs_with_tiny_counts() -> None:
         assert {"case", "what", "ours", "anchor", "ratio", "target", "passed", "rounds"} <= set(result)
         assert result["ours"] > 0 and result["anchor"] > 0
     assert bench_logs.enabled_record_cost(iterations=5, rounds=1) > 0
+
+
+def test_names_past_the_cardinality_cap_create_no_logger() -> None:
+    """A ``logging.Logger`` lives for ever: only coordinators admitted under the cap get one. Before, every
+    new name made one (100,000 names: 100,051 loggers, +85 MB), even when the record was filtered out."""
+    victor_otel.init(service_name="cap", traces_exporter="none", cardinality_limit=5)
+    out = io.StringIO()
+    victor_otel.setup_coordinator_logging(level="INFO", success_level="INFO", stream=out)
+    collector = victor_otel.get_coordinator_metrics_collector()
+    try:
+        for i in range(1_500):
+            collector.track_execution(f"CapLogA{i}", 3.0)
+            with victor_otel.track(f"CapLogB{i}", "op"):
+                pass
+    finally:
+        victor_otel.teardown_coordinator_logging()
+    made = [name for name in logging.Logger.manager.loggerDict if name.startswith("victor.coordinators.CapLog")]
+    assert len(made) == 5, made
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(records) == 3_000  # nothing is lost past the cap: the name travels as a field
+    assert records[-1]["coordinator"] == "CapLogB1499" and records[-1]["logger"] == "victor.coordinators"
+    assert records[0]["coordinator"] == "CapLogA0" and records[0]["logger"] == "victor.coordinators.CapLogA0"

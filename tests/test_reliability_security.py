@@ -211,6 +211,60 @@ def test_secrets_are_redacted_in_logs_span_events_and_exception_messages(monkeyp
         assert SECRET_PASSWORD not in text and SECRET_KEY not in text
 
 
+@pytest.mark.parametrize("exporter", ["otlp", "console"])
+def test_secrets_never_leave_on_the_server_span(exporter: str, monkeypatch: Any,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """An exception escaping a handler, and a secret in the query string, are recorded by the FastAPI
+    instrumentation's server span, not by our decorators: the span still leaves redacted."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+    app = FastAPI()
+
+    @app.get("/login")
+    async def login(password: str = "") -> None:
+        raise RuntimeError(f"upstream refused key {SECRET_KEY} for password={password}")
+
+    with FaultServer() as collector:
+        victor_otel.init(service_name="sec", traces_exporter=exporter, otlp_endpoint=collector.url,
+                         export_timeout=2.0)
+        victor_otel.instrument_app(app)
+        with serve(app) as url:
+            response = httpx.get(f"{url}/login", params={"password": SECRET_PASSWORD, "q": "7"},
+                                 headers={"Authorization": f"Bearer {SECRET_KEY}"})
+        assert response.status_code == 500
+        victor_otel.shutdown()
+        exported = json.dumps(collector.spans, default=str) if exporter == "otlp" else capsys.readouterr().out
+    assert "GET /login" in exported and "exception" in exported and "[REDACTED]" in exported
+    assert SECRET_PASSWORD not in exported and SECRET_KEY not in exported
+    if exporter == "otlp":
+        (server_span,) = [s for s in collector.spans if s["name"] == "GET /login"]
+        urls = [v for k, v in server_span["attributes"].items() if k in ("http.url", "url.full", "url.query")]
+        assert urls and all("password=[REDACTED]" in u and "q=7" in u for u in urls)  # the rest stays readable
+
+
+def test_exported_spans_keep_their_shape_and_dropped_counts(spans: Any) -> None:
+    """Redaction at export copies only a span that holds a secret, and keeps what the SDK dropped."""
+    from victor_otel.exporting import redacted_span
+
+    monkey_limits = {"OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT": "3"}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in monkey_limits.items():
+            mp.setenv(k, v)
+        victor_otel.init(service_name="sec", traces_exporter="none", span_exporters=[spans])
+        tracer = victor_otel.current().tracer  # type: ignore[union-attr]
+        with tracer.start_as_current_span("plain", attributes={"a": "1", "b": 2}):
+            pass
+        with tracer.start_as_current_span("secret") as span:
+            for i in range(5):
+                span.set_attribute(f"k{i}", f"token={SECRET_PASSWORD}")
+            span.add_event("retry", {"url": f"https://u:{SECRET_PASSWORD}@db/x", "n": 1})
+    plain, secret = spans.get_finished_spans()
+    assert redacted_span(plain) is plain  # nothing to redact: not copied
+    assert secret.dropped_attributes == 2 and len(secret.attributes) == 3
+    assert all(v == "token=[REDACTED]" for v in secret.attributes.values())
+    assert dict(secret.events[0].attributes) == {"url": "https://u:[REDACTED]@db/x", "n": 1}
+    assert secret.context == secret.get_span_context() and secret.parent is None and secret.kind.name == "INTERNAL"
+
+
 # -- unbounded values never become labels -----------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ The end-to-end proof with real processes and signals is ``tests/e2e/test_faults.
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 import threading
 import time
@@ -115,3 +116,86 @@ def test_flush_gives_up_within_its_budget_on_a_hanging_collector(monkeypatch: py
         assert workers.flush(timeout=0.5) is False
         assert time.monotonic() - began < 0.5 + 1.0
         assert victor_otel.shutdown(timeout=0.5) is False
+
+
+def test_an_abandoned_shutdown_still_accounts_for_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    """success + failure + dropped == created, after a shutdown that gave up too: the queued items are
+    dropped, the batch in flight failed (before: 24,000 created, 21,952 accounted, the rest 'queued')."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "10")
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64")
+    monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "10")
+    monkeypatch.setenv("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "64")
+    calls = 3_000  # past the 2,048-item queues: some dropped when full, some queued, one batch hanging
+    with FaultServer(mode="hang") as collector:
+        telemetry = victor_otel.init(service_name="drain", traces_exporter="otlp", logs_exporter="otlp",
+                                     otlp_endpoint=collector.url, export_timeout=30)
+        victor_otel.setup_coordinator_logging(level="INFO", success_level="INFO", stream=io.StringIO())
+        try:
+            for _ in range(calls):
+                with victor_otel.track("DrainCoordinator", "step"):
+                    pass
+            assert victor_otel.shutdown(timeout=0.5) is False
+        finally:
+            victor_otel.teardown_coordinator_logging()
+        stats = telemetry.export_stats()
+    for signal_name in ("traces", "logs"):
+        counts = stats[signal_name]
+        assert counts["queued"] == 0, counts
+        assert counts["success"] + counts["failure"] + counts["dropped"] == calls, counts
+        assert counts["failure"] >= 1 and counts["dropped"] >= 1, counts
+    assert stats["traces"]["last_error"] == "abandoned at shutdown"
+
+
+def test_one_budget_for_the_whole_exit(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The app's lifespan flush and the interpreter's exit shutdown do not each spend shutdown_timeout
+    against the same hanging collector (uvicorn's exit took 11.4 s for a 5 s budget)."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    budget = 1.0
+    with FaultServer(mode="hang") as collector:
+        victor_otel.init(service_name="drain", traces_exporter="otlp", otlp_endpoint=collector.url,
+                         export_timeout=30, shutdown_timeout=budget)
+        with victor_otel.track("DrainCoordinator", "step"):
+            pass
+        assert workers.flush() is False  # the lifespan's flush spends the budget
+        began = time.monotonic()
+        with caplog.at_level("WARNING", logger="victor_otel"):
+            assert victor_otel.shutdown() is False  # the exit's shutdown does not wait again
+        assert time.monotonic() - began < budget / 2
+    assert "one shutdown_timeout for the whole exit" in caplog.text
+
+
+def test_a_shutdown_after_the_collector_recovered_gets_its_whole_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    with FaultServer(mode="hang") as collector:
+        telemetry = victor_otel.init(service_name="drain", traces_exporter="otlp", otlp_endpoint=collector.url,
+                                     export_timeout=2.0, shutdown_timeout=1.0)
+        with victor_otel.track("DrainCoordinator", "before"):
+            pass
+        assert workers.flush() is False
+        collector.mode = "ok"
+        assert telemetry.stalled_since_last_flush()
+        with victor_otel.track("DrainCoordinator", "after"):
+            pass
+        assert workers.flush(timeout=10) is True  # the hanging request timed out; the rest went through
+        assert not telemetry.stalled_since_last_flush()
+        assert victor_otel.shutdown() is True
+
+
+def test_init_outside_the_main_thread_says_once_that_sigterm_will_not_flush(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    monkeypatch.setattr(workers, "_warned_off_main_thread", False)
+
+    def init_and_stop() -> None:
+        victor_otel.init(service_name="thread", traces_exporter="none")
+        victor_otel.shutdown()
+
+    with caplog.at_level("WARNING", logger="victor_otel"):
+        for _ in range(3):
+            thread = threading.Thread(target=init_and_stop)
+            thread.start()
+            thread.join()
+    warnings = [r for r in caplog.records if "outside the main thread" in r.getMessage()]
+    assert len(warnings) == 1 and "victor_otel.shutdown()" in warnings[0].getMessage()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

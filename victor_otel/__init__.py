@@ -57,13 +57,12 @@ if TYPE_CHECKING:
     )
     from victor_otel.logs import (
         JsonFormatter,
-        Redactor,
         TextFormatter,
         get_coordinator_logger,
-        redact,
         setup_coordinator_logging,
         teardown_coordinator_logging,
     )
+    from victor_otel.redaction import Redactor, redact
     from victor_otel.web import instrument_app
 
 #: Public name -> the module that defines it, imported on first access (PEP 562).
@@ -83,10 +82,11 @@ _LAZY = {
         "health",
     ),
     **dict.fromkeys(
-        ("JsonFormatter", "Redactor", "TextFormatter", "get_coordinator_logger", "redact",
-         "setup_coordinator_logging", "teardown_coordinator_logging"),
+        ("JsonFormatter", "TextFormatter", "get_coordinator_logger", "setup_coordinator_logging",
+         "teardown_coordinator_logging"),
         "logs",
     ),
+    **dict.fromkeys(("Redactor", "redact"), "redaction"),
     "instrument_app": "web",
 }
 

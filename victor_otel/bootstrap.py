@@ -48,6 +48,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
+from victor_otel import _sdk, forking
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import Settings, check_sdk_environment
@@ -57,6 +58,7 @@ from victor_otel.exporting import (
     CountingMetricExporter,
     CountingSpanExporter,
     ExportStats,
+    abandon,
     count_drops,
 )
 from victor_otel.registry import Registry, get_registry
@@ -195,10 +197,19 @@ class Telemetry:
         self._owned_meter_provider = False
         self._process = psutil.Process()
         self._cpu_lock = threading.Lock()
+        #: When the last flush ran out of its budget (``time.time()``); ``None`` once one finished.
+        self.flush_stalled_at: float | None = None
 
     @property
     def uptime(self) -> float:
         return time.monotonic() - self._started_monotonic
+
+    def stalled_since_last_flush(self) -> bool:
+        """Whether the last flush ran out of its budget and no exporter succeeded since."""
+        stalled = self.flush_stalled_at
+        if stalled is None:
+            return False
+        return not any((s.last_success or 0.0) > stalled for s in self.exports.signals())
 
     def export_stats(self) -> dict[str, dict[str, Any]]:
         """Per signal (traces, logs, metrics) with an exporter: items exported (``success``), lost by the
@@ -283,9 +294,7 @@ def _otlp(signal: str) -> Any:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             return OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter
+        return _sdk.otlp_log_exporter()
     except ImportError:
         raise VictorOtelConfigError(
             f"OTEL_{signal.upper()}_EXPORTER=otlp needs the OTLP exporter: pip install 'victor-otel[otlp]'"
@@ -398,6 +407,14 @@ def _metric_readers(settings: Settings, telemetry: Telemetry) -> list[MetricRead
 
 _lock = threading.RLock()
 _current: Telemetry | None = None
+
+
+def _renew_lock_after_fork() -> None:
+    global _lock
+    _lock = threading.RLock()  # another thread may have held it (init() / shutdown()) at the fork
+
+
+forking.on_fork(after_in_child=_renew_lock_after_fork)
 _installed: set[int] = set()  # ids of providers we set as the global ones
 _atexit_registered = False
 _initialised_once = False  # init() has built a Telemetry in this process (a stopped process stays stopped)
@@ -600,8 +617,11 @@ def _build_logs(telemetry: Telemetry) -> None:
 def shutdown(timeout: float | None = None) -> bool:
     """Drain, flush and stop everything ``init()`` started, within ``timeout`` seconds.
 
-    Readiness turns to draining first. Returns ``False`` when flushing did not finish in time
-    (the rest is abandoned rather than blocking the application's exit).
+    Readiness turns to draining first. Returns ``False`` when flushing did not finish in time: the rest
+    is abandoned rather than blocking the application's exit, and counted (queued items as ``dropped``,
+    batches in flight as ``failure``), so that ``export_stats()`` still adds up. One budget for the whole
+    exit: after a flush that ran out of its budget (the app's lifespan end against a hanging collector)
+    with nothing exported since, shutdown does not wait for the same exporters again.
     """
     global _current
     with _lock:
@@ -610,10 +630,16 @@ def shutdown(timeout: float | None = None) -> bool:
             return True
         telemetry.lifecycle = Lifecycle.DRAINING
         budget = telemetry.settings.shutdown_timeout if timeout is None else timeout
-        done = threading.Event()
+        if timeout is None and telemetry.stalled_since_last_flush():
+            _logger.warning(
+                "victor_otel: the last flush ran out of its budget and nothing was exported since; shutdown "
+                "does not wait for the exporters again (one shutdown_timeout for the whole exit)"
+            )
+            budget = 0.0
+        done, abandoned = threading.Event(), threading.Event()
 
         def stop() -> None:
-            deadline_ms = int(budget * 1000)
+            deadline_ms = max(int(budget * 1000), 100)  # local readers need a moment even with no budget
             try:
                 if telemetry.multiprocess is not None:
                     telemetry.multiprocess.close()  # the last snapshot: this worker's counts outlive it
@@ -632,7 +658,10 @@ def shutdown(timeout: float | None = None) -> bool:
                         telemetry.meter_provider.remove_metric_reader(reader)
                         reader.shutdown()
             except Exception:
-                _logger.exception("victor_otel: error while shutting down")
+                if abandoned.is_set():  # the exporters were stopped under it: expected, not news
+                    _logger.debug("victor_otel: shutting down after the budget ran out", exc_info=True)
+                else:
+                    _logger.exception("victor_otel: error while shutting down")
             finally:
                 done.set()
 
@@ -641,20 +670,12 @@ def shutdown(timeout: float | None = None) -> bool:
         finished = done.wait(budget)
         if not finished:
             _logger.warning("victor_otel: shutdown did not finish within %.1f s; abandoning the flush", budget)
-            _abort_exports(telemetry)
+            abandoned.set()
+            abandon(telemetry._exporters, telemetry.exports)
         telemetry.lifecycle = Lifecycle.STOPPED
         _current = None
         _set_tracer(None)
         return finished
-
-
-def _abort_exports(telemetry: Telemetry) -> None:
-    """Stop the exporters' retries (an endpoint answering 429 / 503, or down) once the budget is spent."""
-    for counted in telemetry._exporters:
-        try:
-            counted.inner.shutdown()
-        except Exception:
-            _logger.debug("victor_otel: aborting an exporter failed", exc_info=True)
 
 
 def _shutdown_at_exit() -> None:

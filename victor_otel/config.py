@@ -283,7 +283,8 @@ OPTIONS: tuple[Option, ...] = (
            "Health: /health/live fails when the event loop was blocked longer than this many seconds "
            "(within the last as many seconds)."),
     Option("health_token", ("VICTOR_OTEL_HEALTH_TOKEN",), None, _parse_optional_str,
-           "Health: when set, /health/detailed requires the header 'Authorization: Bearer <token>'."),
+           "Health: when set, /health/detailed requires the header 'Authorization: Bearer <token>', and "
+           "/health and /health/ready answer without coordinator names unless it is sent."),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}

@@ -28,6 +28,8 @@ True
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import re
 import uuid
 from collections.abc import MutableMapping
@@ -39,7 +41,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.propagators.textmap import CarrierT, Getter, TextMapPropagator, default_getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,10 +56,66 @@ MAX_LENGTH = 128
 _HEADER_BYTES = HEADER.lower().encode("ascii")
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SCOPE_KEY = "victor_otel.request_id"  # the outer echo layer's holder, in the ASGI scope
+_logger = logging.getLogger("victor_otel")
+
+_quiet = contextvars.ContextVar("victor_otel_quiet_baggage", default=False)
+_baggage_logger = logging.getLogger("opentelemetry.baggage.propagation")
+
+
+class _QuietBaggage(logging.Filter):
+    """Drops the SDK propagator's records while :class:`QuietBaggagePropagator` extracts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _quiet.get():
+            return True
+        _report_once("malformed", "a malformed baggage entry was skipped")
+        return False
+
+
+class QuietBaggagePropagator(W3CBaggagePropagator):
+    """W3C baggage that never writes what a client sent to the log.
+
+    The SDK's propagator logs an oversized header whole (a client filled a server's log with 211 KB in four
+    requests) and every malformed entry. Here an oversized header is ignored before it is parsed, malformed
+    entries are skipped silently, and the first of each is reported once, by size, on ``victor_otel``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not any(isinstance(f, _QuietBaggage) for f in _baggage_logger.filters):
+            _baggage_logger.addFilter(_QuietBaggage())
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Context | None = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        values = getter.get(carrier, self._BAGGAGE_HEADER_NAME)
+        header = next(iter(values), None) if values else None
+        if header and len(header) > self._MAX_HEADER_LENGTH // 4 and len(header.encode()) > self._MAX_HEADER_LENGTH:
+            _report_once("oversized", f"a baggage header of {len(header.encode())} bytes (the limit is "
+                         f"{self._MAX_HEADER_LENGTH}) was ignored")
+            return otel_context.get_current() if context is None else context
+        token = _quiet.set(True)
+        try:
+            return super().extract(carrier, context, getter)
+        finally:
+            _quiet.reset(token)
+
+
+_reported: set[str] = set()
+
+
+def _report_once(kind: str, message: str) -> None:
+    if kind not in _reported:
+        _reported.add(kind)
+        _logger.warning("victor_otel: %s; such headers are ignored without a word from now on", message)
+
 
 #: tracecontext + baggage, the propagator ``init()`` installs globally; inject / extract always use it.
 PROPAGATOR: TextMapPropagator = CompositePropagator(
-    [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
+    [TraceContextTextMapPropagator(), QuietBaggagePropagator()]
 )
 
 

@@ -32,6 +32,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
 from victor_otel.errors import VictorOtelConfigError
+from victor_otel.redaction import redact
 from victor_otel.registry import CoordinatorState, MethodSeries, Registry, get_registry
 
 _logger = logging.getLogger("victor_otel")
@@ -154,8 +155,6 @@ def _annotate(span: Span, exc: BaseException) -> None:
         span.set_attribute("victor.outcome", OUTCOME_ERROR)
         span.set_attribute("error.type", type(exc).__qualname__)
         # Exception messages and tracebacks can hold secrets: they go out redacted, like log records.
-        from victor_otel.logs import redact  # imported on the error path only: the logs SDK is slow to import
-
         message = redact(_exception_text(exc))
         stack = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         span.record_exception(

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -36,9 +37,14 @@ from opentelemetry.sdk.metrics.export import (
     NumberDataPoint,
     Sum,
 )
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.trace import Link, Status
 
+from victor_otel import _sdk
 from victor_otel import instruments as contract
+from victor_otel.redaction import REDACTED, Redactor, get_redactor, names_a_secret
 
 _logger = logging.getLogger("victor_otel")
 
@@ -59,6 +65,8 @@ class SignalStats:
         #: Set by :func:`count_drops`: the processor's queue length and capacity.
         self.queue_length: Callable[[], int] | None = None
         self.queue_capacity: int | None = None
+        #: Set by :func:`count_drops`: empties the processor's queue, returning how many items it held.
+        self.drain_queue: Callable[[], int] | None = None
         self._zero()
 
     def _zero(self) -> None:
@@ -143,6 +151,11 @@ class ExportStats:
                 stats = self._signals[name] = SignalStats(name)
             return stats
 
+    def signals(self) -> list[SignalStats]:
+        """The counts of every signal with an exporter."""
+        with self._lock:
+            return list(self._signals.values())
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """``{signal: {success, failure, dropped, queued, queue_capacity, consecutive_failures,
         last_error, last_success, last_failure}}`` for every signal with an exporter."""
@@ -178,37 +191,170 @@ def _error_name(error: BaseException) -> str:
     return type(error).__name__
 
 
-class _Rebuildable:
-    """Holds the wrapped exporter and, for network exporters, how to build a fresh one after fork."""
+#: ``last_error`` of the batches a shutdown gave up on.
+ABANDONED = "abandoned at shutdown"
 
-    def __init__(self, inner: Any, rebuild: Callable[[], Any] | None) -> None:
+
+class _Counting:
+    """Holds the wrapped exporter, counts each export's outcome exactly once, and for network exporters
+    knows how to build a fresh one after fork."""
+
+    def __init__(self, inner: Any, stats: SignalStats, rebuild: Callable[[], Any] | None) -> None:
         self.inner = inner
+        self.stats = stats
         self._rebuild = rebuild
+        self._reset_counting()
+
+    def _reset_counting(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, int] = {}  # export number -> items, until its outcome is counted
+        self._exports = 0
+        self._abandoned = False
+
+    def _counted(self, items: int, export: Callable[[], bool]) -> bool:
+        """Run one export of ``items`` items; count its outcome once (never raises)."""
+        if self._abandoned:
+            self.stats.failed(items, ABANDONED)
+            return False
+        with self._lock:
+            self._exports += 1
+            number = self._exports
+            self._in_flight[number] = items
+        error = "export failed"
+        try:
+            ok = export()
+        except Exception as exc:
+            ok, error = False, _error_name(exc)
+        with self._lock:
+            unsettled = self._in_flight.pop(number, None) is not None
+        if unsettled:  # else abandon() counted it already
+            if ok:
+                self.stats.exported(items)
+            else:
+                self.stats.failed(items, error)
+        return ok
+
+    def abandon(self) -> None:
+        """Shutdown gave up on this exporter: the batches in flight count as failed now (the process is
+        exiting and would never count them), every later export fails at once, and the exporter's
+        retries stop."""
+        self._abandoned = True
+        with self._lock:
+            pending = list(self._in_flight.values())
+            self._in_flight.clear()
+        for items in pending:
+            self.stats.failed(items, ABANDONED)
+        try:
+            self.inner.shutdown()
+        except Exception:
+            _logger.debug("victor_otel: aborting an exporter failed", exc_info=True)
 
     def reinit_after_fork(self) -> None:
         """Replace a network exporter inherited from the parent (its connections are the parent's)."""
+        self._reset_counting()
         if self._rebuild is not None:
             self.inner = self._rebuild()
 
 
-class CountingSpanExporter(_Rebuildable, SpanExporter):
-    """A span exporter that counts each batch's outcome and never raises."""
+def _redacted_value(value: Any, redactor: Redactor) -> Any:
+    if type(value) is str:
+        return redactor.text(value)
+    if isinstance(value, (tuple, list)) and any(type(v) is str for v in value):
+        return tuple(redactor.text(v) if type(v) is str else v for v in value)
+    return value
+
+
+def _redacted_attributes(attributes: Any, dropped: int, redactor: Redactor) -> Any:
+    """``attributes`` with every string redacted (and every value of a key naming a secret), or the
+    same object when nothing had to change. ``dropped``: the SDK's count of attributes over its limit."""
+    if not attributes:
+        return attributes
+    changed: dict[str, Any] | None = None
+    for key, value in attributes.items():
+        new = REDACTED if names_a_secret(key) else _redacted_value(value, redactor)
+        if new != value:
+            if changed is None:
+                changed = dict(attributes)
+            changed[key] = new
+    if changed is None:
+        return attributes
+    bounded = BoundedAttributes(maxlen=None, attributes=changed, immutable=True)
+    bounded.dropped = dropped
+    return bounded
+
+
+def _bounded(items: list[Any], dropped: int) -> BoundedList[Any]:
+    bounded: BoundedList[Any] = BoundedList(None)
+    bounded.extend(items)
+    bounded.dropped = dropped
+    return bounded
+
+
+def redacted_span(span: ReadableSpan, redactor: Redactor | None = None) -> ReadableSpan:
+    """``span`` with its name, attributes, events, links and status redacted: a copy, or ``span``
+    itself when it holds no secret (the common case costs a few substring tests per string).
+
+    Every span victor_otel exports goes through this, whoever recorded it: the server spans of the
+    FastAPI / ASGI instrumentation record an escaping exception's raw message and stack trace and the
+    raw query string (``http.url``, ``http.target``), which the decorators' own redaction never sees.
+    Dropped counts (attributes, events, links over the SDK's limits) are kept.
+    """
+    redactor = redactor or get_redactor()
+    changed = False
+    attributes = span.attributes
+    clean_attributes = _redacted_attributes(attributes, span.dropped_attributes, redactor)
+    changed |= clean_attributes is not attributes
+    events = []
+    for event in span.events:
+        clean = _redacted_attributes(event.attributes, getattr(event.attributes, "dropped", 0), redactor)
+        if clean is not event.attributes:
+            changed = True
+            event = Event(event.name, clean, event.timestamp)
+        events.append(event)
+    links = []
+    for link in span.links:
+        clean = _redacted_attributes(link.attributes, getattr(link.attributes, "dropped", 0), redactor)
+        if clean is not link.attributes:
+            changed = True
+            link = Link(link.context, clean)
+        links.append(link)
+    status = span.status
+    if status.description:
+        description = redactor.text(status.description)
+        if description != status.description:
+            changed = True
+            status = Status(status.status_code, description)
+    name = redactor.text(span.name)
+    if not changed and name == span.name:
+        return span
+    return ReadableSpan(
+        name=name, context=span.context, parent=span.parent, resource=span.resource,
+        attributes=clean_attributes if clean_attributes is not attributes else _bounded_copy(span),
+        events=_bounded(events, span.dropped_events), links=_bounded(links, span.dropped_links), kind=span.kind,
+        status=status, start_time=span.start_time, end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+def _bounded_copy(span: ReadableSpan) -> BoundedAttributes:
+    bounded = BoundedAttributes(maxlen=None, attributes=dict(span.attributes or {}), immutable=True)
+    bounded.dropped = span.dropped_attributes
+    return bounded
+
+
+class CountingSpanExporter(_Counting, SpanExporter):
+    """A span exporter that counts each batch's outcome and never raises; spans leave redacted
+    (:func:`redacted_span`)."""
 
     def __init__(self, inner: SpanExporter, stats: SignalStats, rebuild: Callable[[], SpanExporter] | None = None):
-        _Rebuildable.__init__(self, inner, rebuild)
-        self.stats = stats
+        _Counting.__init__(self, inner, stats, rebuild)
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        try:
-            result: SpanExportResult = self.inner.export(spans)
-        except Exception as error:
-            self.stats.failed(len(spans), _error_name(error))
-            return SpanExportResult.FAILURE
-        if result is SpanExportResult.SUCCESS:
-            self.stats.exported(len(spans))
-        else:
-            self.stats.failed(len(spans), "export failed")
-        return result
+        def export() -> bool:
+            redactor = get_redactor()
+            return self.inner.export([redacted_span(span, redactor) for span in spans]) is SpanExportResult.SUCCESS
+
+        return SpanExportResult.SUCCESS if self._counted(len(spans), export) else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
         try:
@@ -223,27 +369,21 @@ class CountingSpanExporter(_Rebuildable, SpanExporter):
             return False
 
 
-class CountingLogExporter(_Rebuildable, LogRecordExporter):
+class CountingLogExporter(_Counting, LogRecordExporter):
     """A log record exporter that counts each batch's outcome and never raises."""
 
     def __init__(
         self, inner: LogRecordExporter, stats: SignalStats, rebuild: Callable[[], LogRecordExporter] | None = None
     ):
-        _Rebuildable.__init__(self, inner, rebuild)
-        self.stats = stats
+        _Counting.__init__(self, inner, stats, rebuild)
 
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        try:
-            result = self.inner.export(batch)
-        except Exception as error:
-            self.stats.failed(len(batch), _error_name(error))
-            return LogRecordExportResult.FAILURE
-        # Older exporters return the deprecated LogExportResult: compare by name.
-        if getattr(result, "name", None) == "SUCCESS":
-            self.stats.exported(len(batch))
-            return LogRecordExportResult.SUCCESS
-        self.stats.failed(len(batch), "export failed")
-        return LogRecordExportResult.FAILURE
+        def export() -> bool:
+            # Older exporters return the deprecated LogExportResult: compare by name.
+            return getattr(self.inner.export(batch), "name", None) == "SUCCESS"
+
+        ok = self._counted(len(batch), export)
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
     def shutdown(self) -> None:
         try:
@@ -268,32 +408,23 @@ def count_points(data: MetricsData) -> int:
     )
 
 
-class CountingMetricExporter(_Rebuildable, MetricExporter):
+class CountingMetricExporter(_Counting, MetricExporter):
     """A metric exporter that counts the data points of each export and never raises."""
 
     def __init__(
         self, inner: MetricExporter, stats: SignalStats, rebuild: Callable[[], MetricExporter] | None = None
     ):
-        _Rebuildable.__init__(self, inner, rebuild)
-        MetricExporter.__init__(
-            self,
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
-        self.stats = stats
+        _Counting.__init__(self, inner, stats, rebuild)
+        temporality, aggregation = _sdk.exporter_preferences(inner)
+        MetricExporter.__init__(self, preferred_temporality=temporality, preferred_aggregation=aggregation)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        points = count_points(metrics_data)
-        try:
-            result: MetricExportResult = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-        except Exception as error:
-            self.stats.failed(points, _error_name(error))
-            return MetricExportResult.FAILURE
-        if result is MetricExportResult.SUCCESS:
-            self.stats.exported(points)
-        else:
-            self.stats.failed(points, "export failed")
-        return result
+        def export() -> bool:
+            result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+            return result is MetricExportResult.SUCCESS
+
+        ok = self._counted(count_points(metrics_data), export)
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         try:
@@ -358,6 +489,13 @@ class _CountingQueue(collections.deque):  # type: ignore[type-arg]
         with self._lock:
             return super().pop(*args)
 
+    def drain(self) -> int:
+        """Empty the queue; the number of items it held."""
+        with self._lock:
+            items = len(self)
+            self.clear()
+        return items
+
 
 _QUEUES: list[weakref.ref[_CountingQueue]] = []
 
@@ -376,21 +514,38 @@ def count_drops(processor: Any, stats: SignalStats) -> bool:
     Returns ``False`` (and logs once) when the installed SDK is shaped differently: the exported and
     failed counts still work, drops are then not counted.
     """
-    batch = getattr(processor, "_batch_processor", None)
-    inner = getattr(batch, "_metrics", None)
-    queue = getattr(batch, "_queue", None)
-    if batch is None or inner is None or queue is None or not hasattr(inner, "drop_items"):
+    found = _sdk.batch_queue(processor)
+    if found is None:
         _logger.warning(
             "victor_otel: this opentelemetry-sdk's batch processor is unknown to victor_otel; dropped %s are "
             "not counted (exported and failed ones are)", stats.signal,
         )
         return False
+    batch, queue, inner, capacity = found
     queue_counts = False
     if type(queue) is collections.deque and queue.maxlen is not None and not queue:
-        queue = batch._queue = _CountingQueue((), queue.maxlen, stats)
+        queue = _CountingQueue((), queue.maxlen, stats)
+        _sdk.replace_batch_queue(batch, queue)
         queue_counts = True
     if not isinstance(inner, _DropCounter):
-        batch._metrics = _DropCounter(inner, stats, queue_counts)
+        _sdk.replace_drop_metrics(batch, _DropCounter(inner, stats, queue_counts))
     stats.queue_length = queue.__len__
-    stats.queue_capacity = getattr(batch, "_max_queue_size", None)
+    stats.queue_capacity = capacity
+    if isinstance(queue, _CountingQueue):
+        stats.drain_queue = queue.drain
     return True
+
+
+def abandon(exporters: Iterable[_Counting], stats: ExportStats) -> None:
+    """A shutdown ran out of time: account for everything it leaves behind, so that ``success + failure +
+    dropped`` still equals what was handed to the SDK. Queued items (they never reached an exporter) are
+    dropped; batches in flight failed; exporters stop retrying."""
+    for signal in stats.signals():
+        drain = signal.drain_queue
+        if drain is not None:
+            try:
+                signal.drop(drain())
+            except Exception:  # a changed SDK internal must not break a shutdown
+                _logger.debug("victor_otel: draining an export queue failed", exc_info=True)
+    for exporter in exporters:
+        exporter.abandon()

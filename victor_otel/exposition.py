@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
+import logging
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -22,6 +26,8 @@ from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, ma
 from victor_otel import bootstrap
 from victor_otel.config import Settings
 from victor_otel.errors import VictorOtelInitError
+
+_logger = logging.getLogger("victor_otel")
 
 
 def _telemetry(telemetry: bootstrap.Telemetry | None = None) -> bootstrap.Telemetry:
@@ -157,7 +163,7 @@ def start_metrics_server(
     port = _number(int, 0, 65535)("port", port)
     telemetry = _telemetry(telemetry)
 
-    class Server(ThreadingWSGIServer):
+    class Server(_BoundedServer):
         pass
 
     # An IPv6 address needs an AF_INET6 socket (as prometheus_client's own server does it).
@@ -170,7 +176,61 @@ def start_metrics_server(
     return MetricsServer(server, thread, host)
 
 
+#: Connections the standalone server serves at once; more are closed as soon as they are accepted.
+MAX_CONNECTIONS = 32
+#: Seconds a connection may stay silent (before or within its request) before it is closed.
+IDLE_TIMEOUT = 10.0
+#: Pause of the accept loop after the process ran out of file descriptors (instead of spinning).
+_ACCEPT_BACKOFF = 0.1
+
+
+class _BoundedServer(ThreadingWSGIServer):
+    """prometheus_client's thread-per-connection server, bounded: at most :data:`MAX_CONNECTIONS` at once
+    (each a thread and a file descriptor), idle ones closed after :data:`IDLE_TIMEOUT`, and an accept loop
+    that backs off instead of spinning when the process is out of file descriptors (so idle clients can
+    neither exhaust the application's descriptors nor a core)."""
+
+    request_queue_size = 128  # the listen backlog: a burst of connections is accepted, not SYN-retried
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went silent (timed out) or away is no news; socketserver would print a traceback.
+        if not isinstance(sys.exc_info()[1], OSError):
+            _logger.debug("victor_otel: the metrics server failed a request", exc_info=True)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                time.sleep(_ACCEPT_BACKOFF)  # the listening socket stays readable: do not spin on it
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the bound: closed at once, never a thread
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class _QuietHandler(WSGIRequestHandler):
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(IDLE_TIMEOUT)  # read per connection, so that it can be lowered
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 

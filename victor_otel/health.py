@@ -70,11 +70,12 @@ from typing import Any, Literal
 import psutil
 from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
-from victor_otel import bootstrap
+from victor_otel import bootstrap, forking
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import _ORDERED, OPTIONS, Settings
 from victor_otel.errors import VictorOtelConfigError
+from victor_otel.instruments import OVERFLOW_ATTRIBUTE, OVERFLOW_VALUE
 from victor_otel.registry import Registry, get_registry
 from victor_otel.window import WindowStats
 
@@ -221,6 +222,25 @@ class HealthReport:
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":"), default=str).encode()
+
+    def without_coordinator_names(self) -> HealthReport:
+        """This report with the coordinator checks folded into one per measurement
+        (``coordinators:error_rate``, ``coordinators:latency_p95``), same statuses, no names: what
+        ``/health`` and ``/health/ready`` answer without the token when ``health_token`` is set."""
+        kept = [c for c in self.checks if c.coordinator is None]
+        measures: dict[str, list[CheckResult]] = {}
+        for c in self.checks:
+            if c.coordinator is not None:
+                measures.setdefault(c.key.rpartition(":")[2], []).append(c)
+        for measure, results in measures.items():
+            statuses = [r.status for r in results]
+            kept.append(CheckResult(
+                f"coordinators:{measure}", _worst(results), "coordinators", "component", len(results), "coordinators",
+                f"{statuses.count(FAIL)} failing and {statuses.count(WARN)} warning of {len(results)} coordinators "
+                "(names and values on /health/detailed, with the token)",
+                time=max(r.time for r in results),
+            ))
+        return dataclasses.replace(self, checks=tuple(kept))
 
 
 @functools.lru_cache(maxsize=256)  # readings of one evaluation share their time
@@ -798,13 +818,27 @@ class Health:
             if r.key not in worst or _RANK[r.status] > _RANK[worst[r.key].status]:
                 worst[r.key] = r
         now_ns = time.time_ns()
+        # Bounded like the coordinator families: at most the cardinality limit of coordinator label sets
+        # (the process, telemetry and user checks are few and fixed by code), failing ones first (an alert
+        # must name them); the excess folds into one overflow series holding the worst status it hides.
+        limit = self.registry.limit
+        coordinators = sorted((r for r in worst.values() if r.coordinator is not None),
+                              key=lambda r: (-_RANK[r.status], r.key))
+        kept = [r for r in worst.values() if r.coordinator is None] + coordinators[:limit]
+        folded = coordinators[limit:]
         points = [
             NumberDataPoint(
-                {"check": key, **({"coordinator": r.coordinator} if r.coordinator is not None else {})},
+                {"check": r.key, **({"coordinator": r.coordinator} if r.coordinator is not None else {})},
                 0, now_ns, STATUS_VALUES[r.status],
             )
-            for key, r in worst.items()
+            for r in kept
         ]
+        if folded:
+            self.registry.warn_overflow(contract.HEALTH_STATUS)
+            points.append(NumberDataPoint(
+                {"check": OVERFLOW_VALUE, "coordinator": OVERFLOW_VALUE, OVERFLOW_ATTRIBUTE: True},
+                0, now_ns, STATUS_VALUES[_worst(folded)],
+            ))
         spec = contract.HEALTH_STATUS
         return [Metric(name=spec.otel_name, description=spec.description, unit=spec.unit, data=Gauge(points))]
 
@@ -898,6 +932,13 @@ def _lag_check(lag: float, max_lag: float) -> CheckResult:
 
 
 _HEALTH = Health()
+
+
+def _renew_lock_after_fork() -> None:
+    _HEALTH._lock = threading.Lock()  # a collection may have held it at the fork
+
+
+forking.on_fork(after_in_child=_renew_lock_after_fork)
 
 
 def get_health() -> Health:
@@ -1009,6 +1050,8 @@ def health_endpoint(scope: Scope) -> Any:
             if scope != "live":  # the seed's endpoints worked without init(): initialise as /metrics does
                 bootstrap.current_or_default()
             report = await _HEALTH.evaluate(scope)
+            if scope != "detailed" and _authorized(request.headers.get("authorization")) is not True:
+                report = report.without_coordinator_names()  # names stay behind the token; probes get statuses
             body, status = report.to_json(), report.http_status
         except Exception as exc:  # a probe must get an answer, never a 500
             _logger.exception("victor_otel: health evaluation failed")

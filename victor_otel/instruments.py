@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from victor_otel import _sdk
+
 
 class Kind(str, Enum):
     COUNTER = "counter"
@@ -48,9 +50,7 @@ class MetricSpec:
     @property
     def prometheus_name(self) -> str:
         """The family name as Prometheus shows it (``_total`` included for counters)."""
-        # The exporter's own mapping, imported here: importing the exporter package is slow.
-        from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
-
+        sanitize_full_name, map_unit = _sdk.prometheus_name_mapping()  # imports the exporter (slow) on first use
         name = sanitize_full_name(self.otel_name)
         unit = map_unit(self.unit)
         if unit and not name.endswith("_" + unit):

@@ -19,10 +19,9 @@ redacted (:class:`Redactor`) before it is written or exported.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import enum
-import functools
-import hashlib
 import itertools
 import json
 import logging
@@ -43,11 +42,12 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry._logs import LogRecord, SeverityNumber
 
-from victor_otel import bootstrap
+from victor_otel import bootstrap, forking
 from victor_otel.config import Settings
 from victor_otel.context import BAGGAGE_KEY, valid_request_id
 from victor_otel.decorators import error_type_of
 from victor_otel.errors import VictorOtelConfigError
+from victor_otel.redaction import REDACTED, Redactor, get_redactor, names_a_secret, redact, use_redactor
 
 #: Top-level fields of every JSON record, in order; ``duration_ms`` and ``exception`` follow when present.
 CORE_FIELDS = (
@@ -64,8 +64,6 @@ CORE_FIELDS = (
 )
 #: Parent of every coordinator logger: ``get_coordinator_logger("Chat")`` is ``victor.coordinators.Chat``.
 COORDINATOR_LOGGER = "victor.coordinators"
-#: What a secret is replaced with.
-REDACTED = "[REDACTED]"
 #: A user ``extra=`` field named like a core field is renamed with this prefix (core fields always win).
 COLLISION_PREFIX = "extra_"
 
@@ -85,248 +83,16 @@ _STANDARD_COUNT = len(logging.LogRecord("", 0, "", 0, "", (), None).__dict__)
 _MAX_DEPTH = 8
 _MAX_DEFAULT_TEXT = 10_000
 
-# -- redaction ----------------------------------------------------------------------------------------
-
-#: Key names whose values are secrets, matched at the end of the normalised key (``db_password``,
-#: ``accessToken``, ``x-api-key``) but not inside a longer word (``max_tokens`` stays readable).
-SECRET_KEY_SUFFIXES = (
-    "password",
-    "passwd",
-    "passphrase",
-    "pwd",
-    "secret",
-    "token",
-    "apikey",
-    "api_key",
-    "accesskey",
-    "access_key",
-    "privatekey",
-    "private_key",
-    "secretkey",
-    "secret_key",
-    "authorization",
-    "auth",
-    "credential",
-    "credentials",
-    "cookie",
-)
-_KEY_NAMES = (
-    r"password|passwd|passphrase|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key"
-    r"|secret[_-]?key|authorization|auth|credentials?|cookie"
-)
-# One alternation for every default pattern; the groups ending in "keep" are written back unchanged.
-# Compiled on first use (see _patterns): importing victor_otel stays cheap.
-_DEFAULT_SOURCE = "|".join(
-    (
-        # password=..., "api_key": "...", Authorization: Bearer ... (the key is kept, the value goes)
-        rf"(?P<kvkeep>(?i:{_KEY_NAMES})[\"']?[ \t]*[:=][ \t]*[\"']?)(?i:(?:bearer|basic|token)[ \t]+)?"
-        r"[^\s\"',;&}]+",
-        r"(?P<bearerkeep>(?i:bearer)[ \t]+)[A-Za-z0-9._~+/=-]{8,}",
-        r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}",  # OpenAI / Anthropic style API keys
-        r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",  # AWS access key IDs
-        r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",  # JWTs
-        r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})",  # GitHub tokens
-        r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack tokens
-        r"AIza[0-9A-Za-z_-]{35}",  # Google API keys
-        r"(?P<urlkeep>://[^/\s:@]{1,256}:)[^/\s@]{1,256}(?=@)",  # passwords in URLs
-        r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----[\s\S]*?-----END [A-Z ]{0,20}PRIVATE KEY-----",
-    )
-)
-_EMAIL_SOURCE = (
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}"
-)
-
-
-@functools.cache
-def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
-    """The default secrets pattern and the e-mail pattern, compiled once, when a string first needs them."""
-    return re.compile(_DEFAULT_SOURCE), re.compile(_EMAIL_SOURCE)
-
-
-def _names_a_secret(s: str) -> bool:
-    # Every key name of the key=value alternative contains one of these (lower() and `in` beat a regex).
-    low = s.lower()
-    return (
-        "pass" in low
-        or "pwd" in low
-        or "secret" in low
-        or "token" in low
-        or "key" in low
-        or "auth" in low
-        or "credential" in low
-        or "cookie" in low
-    )
-
-
-# The shortest match of the token alternatives ("bearer" + a space + 8, "xoxb-" + 10): below this
-# length only the key=value and URL alternatives can match, and both need "=" or ":".
-_SHORTEST_TOKEN_SECRET = 15
-
-
-def _may_hold_token(s: str) -> bool:
-    # A handful of substring tests (C speed) decide whether the regex has to run at all: every
-    # alternative of the default pattern needs one of these substrings to match.
-    return (
-        "sk-" in s
-        or "earer" in s
-        or "EARER" in s
-        or "AKIA" in s
-        or "ASIA" in s
-        or "eyJ" in s
-        or "xox" in s
-        or "AIza" in s
-        or "PRIVATE KEY" in s
-        or ("://" in s and "@" in s)
-        or ("_" in s and ("gh" in s or "github_pat" in s))
-        or (("=" in s or ":" in s) and _names_a_secret(s))
-    )
-
-
-def _keep_prefix(match: re.Match[str]) -> str:
-    kept = match.group("kvkeep") or match.group("bearerkeep") or match.group("urlkeep")
-    return REDACTED if kept is None else kept + REDACTED
-
-
 def _name_kind(key: str) -> int:
     """_SECRET or _PLAIN for a user's field name (remembered: field names repeat)."""
-    kind = _SECRET if key.lower().replace("-", "_").endswith(SECRET_KEY_SUFFIXES) else _PLAIN
+    kind = _SECRET if names_a_secret(key) else _PLAIN
     if len(_NAME_KINDS) < 10_000:  # field names are bounded in sane code; stay bounded anyway
         _NAME_KINDS.setdefault(key, kind)
     return kind
 
 
-_SCOPED_FLAGS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"))
-
-
-class Redactor:
-    """Replaces secrets in text and in structured values before anything is written or exported.
-
-    Default patterns: API keys (``sk-...``, AWS access key IDs, GitHub, Slack, Google keys, JWTs),
-    bearer tokens, values after a secret key name (``password=``, ``"api_key": ...``,
-    ``Authorization: ...``), passwords in URLs and PEM private keys. ``patterns``: more regular
-    expressions whose whole match is replaced. ``callback``: a last ``str -> str`` step for every string
-    (if it raises, the string is replaced whole: redaction fails closed). ``hash_emails``: replace
-    e-mail addresses with ``[email:<16 hex of sha256(salt + address)>]``, stable for correlation.
-
-    >>> r = Redactor(patterns=[r"ticket-\\d+"])
-    >>> r.text("retry with Authorization: Bearer abcdefghijklmnop for ticket-42")
-    'retry with Authorization: [REDACTED] for [REDACTED]'
-    >>> r.value({"password": "hunter2", "max_tokens": 512, "note": "key sk-0123456789abcdefghij"})
-    {'password': '[REDACTED]', 'max_tokens': 512, 'note': 'key [REDACTED]'}
-    """
-
-    __slots__ = ("_callback", "_defaults", "_email_salt", "_extended", "_user")
-
-    def __init__(
-        self,
-        patterns: Iterable[str | re.Pattern[str]] = (),
-        *,
-        callback: Callable[[str], str] | None = None,
-        hash_emails: bool = False,
-        hash_salt: str = "",
-        defaults: bool = True,
-    ) -> None:
-        sources: list[str] = []
-        compiled: list[re.Pattern[str]] = []
-        for pattern in patterns:
-            source, flags = (pattern.pattern, pattern.flags) if isinstance(pattern, re.Pattern) else (pattern, 0)
-            if not isinstance(source, str) or not source:
-                raise VictorOtelConfigError(
-                    f"redact_patterns: {pattern!r} is not valid; accepted: regular expressions (str or compiled)"
-                )
-            try:
-                compiled.append(re.compile(source, flags))
-            except re.error as exc:
-                raise VictorOtelConfigError(
-                    f"redact_patterns: {source!r} is not a valid regular expression ({exc})"
-                ) from None
-            # A compiled pattern's flags survive the alternation as scoped inline flags.
-            scoped = "".join(letter for flag, letter in _SCOPED_FLAGS if flags & flag)
-            sources.append(f"(?{scoped}:{source})")
-        if callback is not None and not callable(callback):
-            raise VictorOtelConfigError(f"redact_callback: {callback!r} is not valid; accepted: a str -> str callable")
-        if not isinstance(hash_salt, str):
-            raise VictorOtelConfigError(f"hash_salt: {hash_salt!r} is not valid; accepted: a string")
-        try:
-            self._user: tuple[re.Pattern[str], ...] = (re.compile("|".join(sources)),) if sources else ()
-        except re.error:  # global inline flags, a group name used twice: apply them one after the other
-            self._user = tuple(compiled)
-        self._defaults = defaults
-        self._callback = callback
-        self._email_salt = hash_salt.encode("utf-8") if hash_emails else None
-        self._extended = bool(self._user) or self._email_salt is not None or callback is not None
-
-    def text(self, s: str) -> str:
-        """``s`` with every secret replaced (by :data:`REDACTED`) and e-mails hashed when asked."""
-        if self._defaults and (
-            (
-                len(s) < _SHORTEST_TOKEN_SECRET
-                and ("=" in s or ":" in s)
-                and (_names_a_secret(s) or ("://" in s and "@" in s))
-            )
-            or (len(s) >= _SHORTEST_TOKEN_SECRET and _may_hold_token(s))
-        ):
-            s = _patterns()[0].sub(_keep_prefix, s)
-        if self._extended:
-            for pattern in self._user:
-                s = pattern.sub(REDACTED, s)
-            if self._email_salt is not None and "@" in s:
-                s = _patterns()[1].sub(self._hash_email, s)
-            if self._callback is not None:
-                try:
-                    s = str(self._callback(s))
-                except Exception:
-                    return REDACTED
-        return s
-
-    def _hash_email(self, match: re.Match[str]) -> str:
-        assert self._email_salt is not None
-        digest = hashlib.sha256(self._email_salt + match.group(0).lower().encode("utf-8")).hexdigest()
-        return f"[email:{digest[:16]}]"
-
-    @staticmethod
-    def secret_key(key: str) -> bool:
-        """Whether a field named ``key`` holds a secret (its whole value is then redacted)."""
-        kind = _NAME_KINDS.get(key)
-        if kind is None or kind > _SECRET:
-            kind = _name_kind(key)
-        return kind == _SECRET
-
-    def value(self, value: Any, key: str | None = None, depth: int = 0) -> Any:
-        """``value`` redacted: by ``key`` name, strings by :meth:`text`, containers item by item."""
-        if key is not None and self.secret_key(key):
-            return REDACTED
-        kind = type(value)
-        if kind is str:
-            return self.text(value)
-        if value is None or kind is int or kind is float or kind is bool:
-            return value
-        if depth >= _MAX_DEPTH:
-            return "<nested too deep>"
-        if isinstance(value, Mapping):
-            return {k: self.value(v, k if isinstance(k, str) else None, depth + 1) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [self.value(v, None, depth + 1) for v in value]
-        if isinstance(value, str):
-            return self.text(str(value))
-        return value  # rendered (and redacted) by the JSON encoder's default
-
-
-_redactor = Redactor()
-
-
-def redact(text: str) -> str:
-    """``text`` redacted by the redactor in force (defaults, or what ``setup_coordinator_logging`` set).
-
-    >>> redact("token=abc123 for user 7")
-    'token=[REDACTED] for user 7'
-    """
-    return _redactor.text(text)
-
-
-def get_redactor() -> Redactor:
-    """The redactor in force for logs and for the span attributes victor_otel sets."""
-    return _redactor
+# Below this length a string without "=" or ":" cannot hold a default secret (see redaction.py).
+_SHORTEST_TOKEN_SECRET = 15
 
 
 # -- rendering values JSON cannot hold --------------------------------------------------------------
@@ -338,7 +104,7 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return list(obj)
     if isinstance(obj, (bytes, bytearray)):
-        return _redactor.text(bytes(obj[:_MAX_DEFAULT_TEXT]).decode("utf-8", "backslashreplace"))
+        return get_redactor().text(bytes(obj[:_MAX_DEFAULT_TEXT]).decode("utf-8", "backslashreplace"))
     if isinstance(obj, enum.Enum):
         return _json_default(obj.value) if isinstance(obj.value, (set, bytes)) else obj.value
     if isinstance(obj, (Decimal, uuid.UUID, PurePath)):
@@ -347,7 +113,7 @@ def _json_default(obj: Any) -> Any:
         text = str(obj)
     except Exception:
         return f"<unrepresentable {type(obj).__qualname__}>"
-    return _redactor.text(text[:_MAX_DEFAULT_TEXT])
+    return get_redactor().text(text[:_MAX_DEFAULT_TEXT])
 
 
 def _sanitize(value: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
@@ -481,8 +247,8 @@ def _exception_fields(record: logging.LogRecord) -> dict[str, str] | None:
         stack = ""
     return {
         "type": exc_type.__qualname__,
-        "message": _redactor.text(_safe_str(exc)),
-        "stack_trace": _redactor.text(stack),
+        "message": get_redactor().text(_safe_str(exc)),
+        "stack_trace": get_redactor().text(stack),
     }
 
 
@@ -497,7 +263,7 @@ def prepare(record: logging.LogRecord) -> dict[str, Any]:
     data: dict[str, Any] | None = attributes.get(_PREPARED)
     if data is not None:
         return data
-    redactor = _redactor
+    redactor = get_redactor()
     text = redactor.text
     msg = record.msg
     message = record.getMessage() if record.args else (msg if type(msg) is str else _safe_str(msg))
@@ -610,7 +376,7 @@ def _fills_core_field(data: dict[str, Any], key: str, value: Any) -> bool:
         and 0 < len(value) <= 128
         and value.isprintable()
     ):
-        data["coordinator"] = _redactor.text(value)
+        data["coordinator"] = get_redactor().text(value)
         return True
     return False
 
@@ -820,11 +586,26 @@ _execution_loggers: dict[str, logging.Logger] = {}
 _OUTCOME_WORDS = {"success": "succeeded", "error": "failed", "cancelled": "was cancelled"}
 
 
+def _execution_logger(site: Any) -> tuple[logging.Logger, bool]:
+    """The logger of ``site``'s coordinator, and whether the record must name the coordinator itself.
+
+    A ``logging.Logger`` lives as long as the process: one is made only for a coordinator the registry
+    admitted under the cardinality cap. Past the cap, records go through the parent logger
+    (``victor.coordinators``) with the name as a field, so that unbounded names cost no memory.
+    """
+    name = site.coordinator
+    if name in site.registry.coordinators:
+        logger = _execution_loggers[name] = logging.getLogger(_PREFIX + name)
+        return logger, False
+    return logging.getLogger(COORDINATOR_LOGGER), True
+
+
 def _log_execution(site: Any, duration: float, exc: BaseException | None) -> None:
     """The decorators' execution hook: one record per execution, at almost no cost when disabled."""
     logger = _execution_loggers.get(site.coordinator)
+    named = False
     if logger is None:
-        logger = _execution_loggers[site.coordinator] = logging.getLogger(_PREFIX + site.coordinator)
+        logger, named = _execution_logger(site)
     if exc is None or not isinstance(exc, Exception):
         level = _success_level if duration < _slow_seconds else logging.WARNING
     else:
@@ -834,6 +615,8 @@ def _log_execution(site: Any, duration: float, exc: BaseException | None) -> Non
     outcome = "success" if exc is None else ("error" if isinstance(exc, Exception) else "cancelled")
     duration_ms = round(duration * 1000.0, 3)
     extra: dict[str, Any] = {"method": site.method, "outcome": outcome, "duration_ms": duration_ms}
+    if named:
+        extra["coordinator"] = site.coordinator
     exc_info = None
     if outcome == "error":
         assert exc is not None
@@ -900,7 +683,7 @@ def setup_coordinator_logging(
     Calling it again replaces the previous set-up (never duplicates handlers);
     :func:`teardown_coordinator_logging` undoes it.
     """
-    global _redactor, _success_level, _slow_seconds
+    global _success_level, _slow_seconds
     if format_type not in ("json", "text"):
         raise VictorOtelConfigError(f"format_type: {format_type!r} is not valid; accepted: json | text")
     base_level = _level("level", level)
@@ -944,7 +727,7 @@ def setup_coordinator_logging(
     handlers.append(OTelBridgeHandler())
 
     teardown_coordinator_logging()
-    _redactor = redactor
+    use_redactor(redactor)
     _Constants.owner = object()  # re-read service and environment
     parent = logging.getLogger(COORDINATOR_LOGGER)
     target_logger = logging.getLogger() if root else parent
@@ -967,6 +750,31 @@ def setup_coordinator_logging(
     return target_logger
 
 
+# -- fork safety --------------------------------------------------------------------------------------
+# A thread writing a record at the moment of a fork leaves the child with the handler's lock, or the
+# file's own buffer lock under it, taken for ever: the child's first record would hang. The forking
+# thread holds our handlers' locks across the fork, so no thread is half-way through a write.
+_held_at_fork: list[logging.Handler] = []
+
+
+def _hold_handlers() -> None:
+    deadline = time.monotonic() + forking.FORK_WAIT
+    for _, handler in list(_setup.handlers):
+        lock = handler.lock
+        if lock is not None and lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held_at_fork.append(handler)
+
+
+def _release_handlers() -> None:
+    while _held_at_fork:
+        handler = _held_at_fork.pop()
+        with contextlib.suppress(RuntimeError):  # the logging module renewed it in the child already
+            handler.release()
+
+
+forking.on_fork(before=_hold_handlers, after_in_parent=_release_handlers, after_in_child=_release_handlers)
+
+
 def _install_hook() -> None:
     from victor_otel import decorators
 
@@ -981,7 +789,6 @@ def _install_hook() -> None:
 
 def teardown_coordinator_logging() -> None:
     """Undo :func:`setup_coordinator_logging`: remove and close its handlers, restore levels and the hook."""
-    global _redactor
     from victor_otel import decorators
 
     for logger, handler in _setup.handlers:
@@ -1003,7 +810,7 @@ def teardown_coordinator_logging() -> None:
             decorators._runtime.on_execution = _setup.previous_hook
         _setup.hooked = False
         _setup.previous_hook = None
-    _redactor = Redactor()
+    use_redactor(None)
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
+from victor_otel import forking
 from victor_otel import instruments as contract
 from victor_otel.instruments import LATENCY_BUCKETS, OVERFLOW_ATTRIBUTE, OVERFLOW_VALUE, MetricSpec
 from victor_otel.window import Window, WindowStats
@@ -148,7 +149,7 @@ class Registry:
             self.events: dict[str, list[int]] = {}
             self.events_start_ns = time.time_ns()
             self._error_label_sets = 0
-            self._warned: set[str] = set()
+            self._warned: set[str | MetricSpec] = set()
             self._overflow_used = False
             self._overflow_coordinator = CoordinatorState(OVERFLOW_VALUE, window_seconds, overflow=True)
             self._overflow_series = MethodSeries(self, self._overflow_coordinator, OVERFLOW_VALUE, True)
@@ -158,9 +159,23 @@ class Registry:
     def reset(self) -> None:
         self.configure(self.limit, self.window_seconds)
 
-    def _warn_once(self, family: str) -> None:
+    def after_fork_in_child(self) -> None:
+        """A forked child counts its own calls (the parent's are the parent's), under locks of its own:
+        another thread may have held one at the fork."""
+        self._lock = threading.Lock()
+        self.reset()
+
+    def warn_overflow(self, family: MetricSpec) -> None:
+        """Say once that ``family`` (another module's) reached the cardinality limit."""
+        with self._lock:
+            self._warn_once(family)
+
+    def _warn_once(self, family: str | MetricSpec) -> None:
+        # Past the cap this runs on every call: the family's name is only computed for the warning.
         if family not in self._warned:
             self._warned.add(family)
+            if isinstance(family, MetricSpec):
+                family = family.prometheus_name
             _logger.warning(
                 "victor_otel: more than %d label sets for %s; the excess is folded into one series "
                 "labelled %s=true. Unbounded values (request or user IDs) must not be labels; raise "
@@ -194,7 +209,7 @@ class Registry:
             if series is not None:
                 return series, None
             if len(self.series) >= self.limit or state is self._overflow_coordinator:
-                self._warn_once(contract.EXECUTIONS.prometheus_name)
+                self._warn_once(contract.EXECUTIONS)
                 own = None if state is self._overflow_coordinator else state
                 return self._overflow_series, own
             series = self.series[key] = MethodSeries(self, state, method)
@@ -204,7 +219,7 @@ class Registry:
         """Count a new error label set, or fold it into ``_overflow`` past the cap."""
         with self._lock:
             if self._error_label_sets >= self.limit:
-                self._warn_once(contract.ERRORS_BY_TYPE.prometheus_name)
+                self._warn_once(contract.ERRORS_BY_TYPE)
                 return OVERFLOW_VALUE
             self._error_label_sets += 1
             return error_type
@@ -216,7 +231,7 @@ class Registry:
                 cell = self.events.get(name)
                 if cell is None:
                     if len(self.events) >= self.limit:
-                        self._warn_once(contract.ANALYTICS_EVENTS.prometheus_name)
+                        self._warn_once(contract.ANALYTICS_EVENTS)
                         name = OVERFLOW_VALUE
                         cell = self.events.setdefault(name, [0])
                     else:
@@ -332,6 +347,7 @@ def _metrics(*families: tuple[MetricSpec, list[Any]]) -> Iterator[Metric]:
 
 
 _REGISTRY = Registry()
+forking.on_fork(after_in_child=_REGISTRY.after_fork_in_child)
 
 
 def get_registry() -> Registry:

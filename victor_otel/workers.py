@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -42,7 +41,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -53,7 +51,7 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from victor_otel import exporting
+from victor_otel import _sdk, exporting, forking
 from victor_otel import instruments as contract
 from victor_otel.errors import VictorOtelConfigError
 from victor_otel.window import ratio
@@ -301,10 +299,11 @@ _fork_hook_registered = False
 
 
 def register_fork_hook() -> None:
-    """Register the fork hooks once per process (called by ``init()``)."""
+    """Register the telemetry's fork hooks once per process (called by ``init()``); the registry, health,
+    logs and bootstrap register their own (see :mod:`victor_otel.forking`)."""
     global _fork_hook_registered
-    if not _fork_hook_registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(
+    if not _fork_hook_registered:
+        forking.on_fork(
             before=_before_fork, after_in_parent=_release_collection_lock, after_in_child=after_fork_in_child
         )
         _fork_hook_registered = True
@@ -312,8 +311,6 @@ def register_fork_hook() -> None:
 
 #: The locks held across a fork (taken in this order, released in the reverse one).
 _held_at_fork: list[Any] = []
-#: A fork waits at most this long for a collection or a push in progress to finish.
-FORK_WAIT = 5.0
 
 
 def _before_fork() -> None:
@@ -325,20 +322,16 @@ def _before_fork() -> None:
     the child's first scrape or push would hang (seen with ``gunicorn --preload`` and a 200 ms OTLP
     interval). The export locks first, then the collection lock, the order the reader's thread never holds
     them in together (it releases the collection lock before exporting). Bounded: a push stuck on a hanging
-    collector delays a fork by at most :data:`FORK_WAIT` seconds, and is then forked through (the child
-    gets new export locks anyway).
+    collector delays a fork by at most :data:`victor_otel.forking.FORK_WAIT` seconds, and is then forked
+    through (the child gets new export locks anyway).
     """
     from victor_otel import bootstrap
 
     telemetry = bootstrap._current
     if telemetry is None:
         return
-    deadline = time.monotonic() + FORK_WAIT
-    locks = [reader._export_lock for reader in telemetry.readers if hasattr(reader, "_export_lock")]
-    collection_lock = getattr(getattr(telemetry.meter_provider, "_measurement_consumer", None), "_lock", None)
-    if collection_lock is not None:
-        locks.append(collection_lock)
-    for lock in locks:
+    deadline = time.monotonic() + forking.FORK_WAIT
+    for lock in _sdk.fork_locks(telemetry.meter_provider, telemetry.readers):
         if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             _held_at_fork.append(lock)
 
@@ -349,19 +342,11 @@ def _release_collection_lock() -> None:
 
 
 def after_fork_in_child() -> None:
-    """Make the state a forked child inherited its own (see the module's docstring)."""
+    """Make the telemetry a forked child inherited its own (see the module's docstring)."""
     from victor_otel import bootstrap
-    from victor_otel.registry import get_registry
 
     _release_collection_lock()  # taken by the forking thread, which is this child's only thread
     try:
-        bootstrap._lock = threading.RLock()  # another thread may have held it at the fork
-        registry = get_registry()
-        registry._lock = threading.Lock()
-        registry.reset()  # the parent's calls are counted by the parent
-        health = sys.modules.get("victor_otel.health")  # loaded (and its lock in use) only after init()
-        if health is not None:
-            health.get_health()._lock = threading.Lock()  # a collection may have held it at the fork
         telemetry = bootstrap._current
         if telemetry is None:
             return
@@ -379,7 +364,7 @@ def _reinit_telemetry(telemetry: Any) -> None:
     telemetry.started_at = time.time()
     telemetry.exports.reset_after_fork()
     exporting.reinit_after_fork()
-    telemetry.resource = _child_resource(telemetry.resource)
+    telemetry.resource = _sdk.child_resource(telemetry.resource)
     for reader in telemetry.readers:
         if hasattr(reader, "_resource"):
             reader._resource = telemetry.resource
@@ -388,36 +373,11 @@ def _reinit_telemetry(telemetry: Any) -> None:
     if telemetry.prometheus_registry is not None:
         telemetry.prometheus_registry._serial = threading.Lock()
     for reader in telemetry.readers:
-        if hasattr(reader, "_export_lock"):
-            # The SDK's periodic reader restarts its thread after fork but keeps this lock, which the
-            # parent's thread holds while it exports: a fork during a push would stop the child's for good.
-            reader._export_lock = threading.Lock()
-        collector = getattr(reader, "_collector", None)
-        if collector is not None and hasattr(collector, "_target_info"):
-            collector._target_info = None  # rebuilt with the new service.instance.id
-            collector._metrics_datas.clear()
+        _sdk.renew_reader_after_fork(reader)
     # The standalone server's thread lives in the parent: the child must not try to stop it.
     telemetry.metrics_server = None
     if telemetry.multiprocess is not None:
         telemetry.multiprocess.reinit_after_fork()
-
-
-def _child_resource(resource: Any) -> Any:
-    """The Resource with this child's own ``service.instance.id``.
-
-    The SDK (1.40+) refreshes its providers' Resource after a fork with the id its
-    ``ServiceInstanceIdResourceDetector`` keeps per pid; the same detector gives ours the same id.
-    Older SDKs do not: there every provider shares our one Resource object, whose attributes are
-    replaced in place.
-    """
-    try:
-        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
-    except ImportError:
-        attributes = dict(resource.attributes)
-        attributes["service.instance.id"] = str(uuid.uuid4())
-        resource._attributes = BoundedAttributes(attributes=attributes, immutable=True)
-        return resource
-    return resource.merge(ServiceInstanceIdResourceDetector().detect())
 
 
 def enable_multiprocess(telemetry: Any) -> None:
@@ -464,8 +424,11 @@ def flush(timeout: float | None = None) -> bool:
         finally:
             done.set()
 
+    started = time.time()
     threading.Thread(target=run, name="victor-otel-flush", daemon=True).start()
-    return done.wait(budget)
+    finished = done.wait(budget)
+    telemetry.flush_stalled_at = None if finished else started  # shutdown() then spends no second budget
+    return finished
 
 
 def _drain_seconds() -> float:
@@ -513,28 +476,47 @@ def wrap_sigterm() -> bool:
     return True
 
 
+_warned_off_main_thread = False
+
+
 def install_exit_handler() -> bool:
     """When SIGTERM would kill the process outright (no handler), flush first, then die of it as before.
 
-    Called by ``init()``; a handler the application or its server installed is left alone.
+    Called by ``init()``; a handler the application or its server installed is left alone. The handler
+    itself only hands over to a thread: it runs in the main thread between two bytecodes, maybe inside a
+    lock the flush needs (a decorated call's series, the registry), so it must never wait. A second
+    SIGTERM ends the process at once. Outside the main thread no handler can be installed: that is said
+    once, on the ``victor_otel`` logger.
     """
-    if threading.current_thread() is not threading.main_thread():
-        return False
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    global _warned_off_main_thread
+    if threading.current_thread() is not threading.main_thread():
+        if not _warned_off_main_thread:
+            _warned_off_main_thread = True
+            _logger.warning(
+                "victor_otel: init() ran outside the main thread, where no signal handler can be installed: "
+                "SIGTERM will end this process without flushing spans and logs. Call victor_otel.init() "
+                "from the main thread, or call victor_otel.shutdown() from your own SIGTERM handler."
+            )
         return False
 
     def flush_then_die(signum: int, frame: FrameType | None) -> None:
-        from victor_otel import bootstrap
-
         _start_draining()
-        try:
-            bootstrap.shutdown()
-        finally:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        threading.Thread(target=_shutdown_then_die, name="victor-otel-sigterm").start()
 
     signal.signal(signal.SIGTERM, flush_then_die)
     return True
+
+
+def _shutdown_then_die() -> None:
+    from victor_otel import bootstrap
+
+    try:
+        bootstrap.shutdown()
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # the default action now: the exit a supervisor expects
 
 
 def lifespan(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
