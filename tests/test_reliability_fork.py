@@ -261,7 +261,7 @@ def test_every_workers_counts_are_summed_whichever_process_answers(tmp_path: Pat
         seen = scrape()
         victor_otel.shutdown()  # exits: its last snapshot stays behind
         return {"executions": executions(seen),
-                "errors": value(seen, "victor_coordinator_errors_total", coordinator="ForkCoordinator",
+                "errors": value(seen, "victor_coordinator_errors_by_type_total", coordinator="ForkCoordinator",
                                 method="work", error_type="ValueError")}
 
     result = in_child(worker)
@@ -270,8 +270,9 @@ def test_every_workers_counts_are_summed_whichever_process_answers(tmp_path: Pat
     samples = scrape()  # the parent, after the child is gone: a dead worker's counts are kept
     assert executions(samples) == 15
     assert value(samples, LATENCY_COUNT, coordinator="ForkCoordinator", method="work") == 15
-    assert value(samples, "victor_coordinator_errors_total", coordinator="ForkCoordinator", method="work",
+    assert value(samples, "victor_coordinator_errors_by_type_total", coordinator="ForkCoordinator", method="work",
                  error_type="ValueError") == 3
+    assert value(samples, "victor_coordinator_errors_total", coordinator="ForkCoordinator", method="work") == 3
     # Window gauges are recomputed from summed counts: 3 errors out of 15 calls.
     assert value(samples, "victor_coordinator_error_rate", coordinator="ForkCoordinator") == pytest.approx(3 / 15)
     assert len(list(tmp_path.glob("victor-otel-*.json"))) == 2

@@ -313,6 +313,28 @@ def _span_exporters(settings: Settings) -> list[SpanExporter]:
     return exporters
 
 
+def spans_destination(settings: Settings, extra: int = 0) -> str:
+    """Where spans go with these settings, in one sentence (``init()`` logs it once).
+
+    >>> spans_destination(Settings(traces_exporter=("none",)))  # doctest: +ELLIPSIS
+    'spans: none are made (no traces exporter configured; OTEL_TRACES_EXPORTER=otlp sends them ...'
+    """
+    places = []
+    for name in settings.traces_exporter:
+        if name == "console":
+            places.append(f"appended to {settings.traces_file}" if settings.traces_file
+                          else "printed to standard output (OTEL_TRACES_EXPORTER=console)")
+        elif name == "otlp":
+            places.append(f"sent over OTLP to {settings.otlp_endpoint}/v1/traces")
+    if extra:
+        places.append(f"handed to the {extra} exporter(s) / processor(s) passed to init()")
+    if not places:
+        return ("spans: none are made (no traces exporter configured; OTEL_TRACES_EXPORTER=otlp sends them to "
+                "a collector, VICTOR_OTEL_TRACES_FILE=<path> writes them to a file, OTEL_TRACES_EXPORTER=console "
+                "prints them)")
+    return "spans are " + "; ".join(places)
+
+
 def _otlp_exporter(signal: str, settings: Settings) -> Any:
     """An OTLP/HTTP exporter whose every export, retries included, ends within ``export_timeout``."""
     return _otlp(signal)(endpoint=f"{settings.otlp_endpoint}/v1/{signal}", timeout=settings.export_timeout)
@@ -396,11 +418,28 @@ def _renew_lock_after_fork() -> None:
 forking.on_fork(after_in_child=_renew_lock_after_fork)
 _installed: set[int] = set()  # ids of providers we set as the global ones
 _atexit_registered = False
+_initialised_once = False  # init() has built a Telemetry in this process (a stopped process stays stopped)
 
 
 def current() -> Telemetry | None:
     """The running :class:`Telemetry`, or ``None`` before ``init()`` / after ``shutdown()``."""
     return _current
+
+
+def current_or_default() -> Telemetry | None:
+    """The running :class:`Telemetry`; if ``init()`` never ran in this process, ``init()`` from the
+    environment (the seed's API worked without a set-up call); ``None`` after ``shutdown()``.
+
+    Health's routes use it, as the seed's exporter does on its first scrape, so that the seed's
+    ``setup_health_endpoints(app)`` alone answers ready at its first probe, whether or not ``/metrics``
+    was scraped.
+    """
+    if _current is not None or _initialised_once:  # without the lock: shutdown() holds it while it drains
+        return _current
+    with _lock:
+        if _current is not None or _initialised_once:
+            return _current
+        return init()
 
 
 def init(
@@ -416,7 +455,7 @@ def init(
     they are (the benchmarks use a ``BatchSpanProcessor`` to a discarding exporter); like
     ``span_exporters`` they switch tracing on and are not settings.
     """
-    global _current, _atexit_registered
+    global _current, _atexit_registered, _initialised_once
     settings = Settings.from_sources(arguments)
     with _lock:
         if _current is not None and _current.lifecycle in (Lifecycle.STARTING, Lifecycle.READY):
@@ -438,6 +477,7 @@ def init(
             _build_logs(telemetry)
         telemetry.lifecycle = Lifecycle.READY
         _current = telemetry
+        _initialised_once = True
         _set_tracer(telemetry.tracer)
         if not settings.disabled:
             _set_propagator()
@@ -469,8 +509,10 @@ def _build_traces(
         _logger.info("victor_otel: reusing the TracerProvider the application installed (%r)", existing)
         telemetry.tracer_provider = existing
     elif settings.traces_exporter == ("none",) and not extra and not processors:
+        _logger.info("victor_otel: %s", spans_destination(settings, 0))
         return  # tracing off: the decorators create no span at all
     else:
+        _logger.info("victor_otel: %s", spans_destination(settings, len(extra) + len(processors)))
         provider = TracerProvider(
             resource=telemetry.resource, sampler=_sampler(settings), shutdown_on_exit=False
         )

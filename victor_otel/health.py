@@ -8,7 +8,9 @@ Four endpoints, following Kubernetes probe conventions::
   downstream, never a coordinator's error rate. It fails when the loop was blocked longer than
   ``health_max_loop_lag`` seconds (within the last as many seconds).
 - ``/health/ready``: 200 once ``init()`` has finished and while no *critical* check fails; 503 from the
-  moment ``shutdown()`` starts (drain), and before ``init()``.
+  moment ``shutdown()`` starts (drain). A route of :func:`setup_health_endpoints` probed before any
+  ``init()`` in the process initialises from the environment first, as the seed's endpoints (and the
+  seed's ``/metrics``) needed no set-up call; :func:`check_health` does not.
 - ``/health``: the overall status, the worst of every check (so it fails whenever readiness fails).
 - ``/health/detailed``: ``/health`` plus per-coordinator statistics, versions, uptime and the
   Resource; closed behind ``Authorization: Bearer <token>`` when ``health_token`` is set.
@@ -879,7 +881,7 @@ def _grade(value: float, warn: float, fail: float) -> Status:
 def _coordinator_checks(name: str, stats: WindowStats, t: Thresholds, window: float) -> list[CheckResult]:
     component = name.replace(":", "_")  # a key has one colon
     enough = stats.calls >= t.min_calls
-    rate = stats.error_rate
+    rate = stats.error_rate or 0.0  # no call in the window: none failed ("0.0% of 0 calls")
     rate_status = FAIL if rate > t.error_rate_fail and enough else WARN if rate > t.error_rate_warn else PASS
     p95 = stats.p95
     if p95 is None:
@@ -1041,6 +1043,8 @@ def health_endpoint(scope: Scope) -> Any:
                 response: Response = _problem(401, "Unauthorized", detail)
                 return response
         try:
+            if scope != "live":  # the seed's endpoints worked without init(): initialise as /metrics does
+                bootstrap.current_or_default()
             report = await _HEALTH.evaluate(scope)
             if scope != "detailed" and _authorized(request.headers.get("authorization")) is not True:
                 report = report.without_coordinator_names()  # names stay behind the token; probes get statuses

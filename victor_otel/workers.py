@@ -54,6 +54,7 @@ from opentelemetry.sdk.metrics.export import (
 from victor_otel import _sdk, exporting, forking
 from victor_otel import instruments as contract
 from victor_otel.errors import VictorOtelConfigError
+from victor_otel.window import ratio
 
 _logger = logging.getLogger("victor_otel")
 
@@ -278,10 +279,11 @@ def _window_gauges(windows: Iterable[list[Any]], sums: dict[tuple[str, str], lis
     throughput, error_rate, hit_rate = [], [], []
     for attrs, calls, errors, hits, misses, seconds in windows:
         throughput.append(NumberDataPoint(attrs, 0, now_ns, calls / seconds if seconds > 0 else 0.0))
-        error_rate.append(NumberDataPoint(attrs, 0, now_ns, errors / calls if calls else 0.0))
-        if json.dumps(attrs, sort_keys=True) in with_cache:
-            lookups = hits + misses
-            hit_rate.append(NumberDataPoint(attrs, 0, now_ns, hits / lookups if lookups else 0.0))
+        # A ratio over an empty window has no sample (window.ratio), as in the single-process registry.
+        if (errors_ratio := ratio(errors, calls)) is not None:
+            error_rate.append(NumberDataPoint(attrs, 0, now_ns, errors_ratio))
+        if json.dumps(attrs, sort_keys=True) in with_cache and (hits_ratio := ratio(hits, hits + misses)) is not None:
+            hit_rate.append(NumberDataPoint(attrs, 0, now_ns, hits_ratio))
     metrics = []
     for spec, points in ((contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput),
                          (contract.ERROR_RATE, error_rate)):
