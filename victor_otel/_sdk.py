@@ -2,7 +2,7 @@
 
 victor_otel builds on public OpenTelemetry APIs except here. Each function below names the private
 attribute it touches, why no public API does the job, and what happens when a release changes it (every
-caller degrades to a documented loss, never a crash). Checked on opentelemetry-sdk 1.39.0 (the oldest
+caller degrades to a documented loss, never a crash). Checked on opentelemetry-sdk 1.43.0 (the oldest
 supported, ``pyproject.toml``) through 1.45.2; CI runs the whole suite against both ends of that range.
 The logs signal's own homes (``opentelemetry._logs``, ``opentelemetry.sdk._logs``) are where the SDK keeps
 it while it is in development: those imports stay where they are used.
@@ -11,12 +11,11 @@ it while it is in development: those imports stay where they are used.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 #: The SDK releases these accesses were checked on (CI runs the suite on both ends).
-CHECKED_ON = ("1.39.0", "1.45.2")
+CHECKED_ON = ("1.43.0", "1.45.2")
 
 
 # -- batch processors (spans, log records): drops and queue --------------------------------------
@@ -98,20 +97,11 @@ def renew_reader_after_fork(reader: Any) -> None:
 def child_resource(resource: Any) -> Any:
     """The Resource with this forked child's own ``service.instance.id``.
 
-    SDK 1.40+ has ``ServiceInstanceIdResourceDetector`` (one id per pid) and refreshes its providers'
-    Resource after a fork with it: ours takes the same id. On 1.39 every provider shares our one Resource
-    object, whose private attributes are replaced in place (no public way to change a Resource that
-    providers already hold).
+    Public API, kept here beside the fork hooks it serves: the SDK refreshes its providers' Resource after
+    a fork with the id its ``ServiceInstanceIdResourceDetector`` keeps per pid; ours takes the same id.
     """
-    try:
-        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
-    except ImportError:
-        from opentelemetry.attributes import BoundedAttributes
+    from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
 
-        attributes = dict(resource.attributes)
-        attributes["service.instance.id"] = str(uuid.uuid4())
-        resource._attributes = BoundedAttributes(attributes=attributes, immutable=True)
-        return resource
     return resource.merge(ServiceInstanceIdResourceDetector().detect())
 
 
