@@ -236,11 +236,15 @@ def test_a_coordinator_lock_held_at_fork_time_without_init_does_not_hang_the_chi
     assert result == {"n": 3, "after": 1}  # the child counts its own call only
 
 
-def test_without_fork_hook_state_is_untouched_in_the_parent() -> None:
+def test_the_fork_hooks_leave_the_parent_untouched() -> None:
+    from victor_otel import forking
+
     victor_otel.init(service_name="fork", traces_exporter="none")
     work(1)
-    assert workers._fork_hook_registered
-    assert executions() == 1
+    assert forking._registered and bootstrap._after_fork_in_child in forking._after_in_child
+    forking._run_before()
+    forking._run_parent()  # what a fork does in the parent: hold, then release
+    assert executions() == 1 and not bootstrap._held_at_fork
 
 
 # -- multi-process /metrics -------------------------------------------------------------------------

@@ -169,13 +169,11 @@ def init(
     settings = Settings.from_sources(arguments)
     if settings.multiproc_dir and not settings.disabled:
         workers.check_directory(settings.multiproc_dir)  # refused before anything is built
-    telemetry = bootstrap.init(span_exporters, **arguments)  # the providers (idempotent)
+    telemetry = bootstrap.init(span_exporters, **arguments)  # providers, fork and SIGTERM handling (idempotent)
     try:
-        if not settings.disabled:
-            if settings.multiproc_dir and telemetry.prometheus_registry is not None and telemetry.multiprocess is None:
-                workers.enable_multiprocess(telemetry)
-            workers.register_fork_hook()  # gunicorn --preload: each forked worker gets state of its own
-            workers.install_exit_handler()  # SIGTERM without a handler: flush, then die of it as before
+        if (not settings.disabled and settings.multiproc_dir and telemetry.prometheus_registry is not None
+                and telemetry.multiprocess is None):
+            workers.enable_multiprocess(telemetry)
         if (settings.metrics_port is not None and telemetry.prometheus_registry is not None
                 and telemetry.metrics_server is None):
             telemetry.metrics_server = start_metrics_server(settings.metrics_port, settings.metrics_host,

@@ -12,12 +12,13 @@ import atexit
 import enum
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 from typing import IO, Any
 
 import psutil
@@ -62,6 +63,7 @@ from victor_otel.exporting import (
     abandon,
     count_drops,
 )
+from victor_otel.exporting import reinit_after_fork as reinit_exporting_after_fork
 from victor_otel.registry import Registry, get_registry
 
 SCOPE = InstrumentationScope("victor_otel", __version__)
@@ -151,6 +153,10 @@ class SerialRegistry(CollectorRegistry):
         with self._serial:
             return iter(list(super().collect()))
 
+    def renew_lock(self) -> None:
+        """In a forked child: a scrape may have held the lock at the fork."""
+        self._serial = threading.Lock()
+
 
 class _LineSpanExporter(ConsoleSpanExporter):
     """Console exporter writing one compact JSON object per span (greppable, jq-able)."""
@@ -185,7 +191,7 @@ class Telemetry:
         self.meter_provider: MeterProvider | None = None
         self.logger_provider: Any = None
         self.tracer: trace.Tracer | None = None
-        self.prometheus_registry: CollectorRegistry | None = None
+        self.prometheus_registry: SerialRegistry | None = None
         self.readers: list[MetricReader] = []
         self.metrics_server: Any = None
         #: What happened to every span, log record and metric point handed to an exporter.
@@ -409,13 +415,6 @@ def _metric_readers(settings: Settings, telemetry: Telemetry) -> list[MetricRead
 _lock = threading.RLock()
 _current: Telemetry | None = None
 
-
-def _renew_lock_after_fork() -> None:
-    global _lock
-    _lock = threading.RLock()  # another thread may have held it (init() / shutdown()) at the fork
-
-
-forking.on_fork(after_in_child=_renew_lock_after_fork)
 _installed: set[int] = set()  # ids of providers we set as the global ones
 _atexit_registered = False
 _initialised_once = False  # init() has built a Telemetry in this process (a stopped process stays stopped)
@@ -475,6 +474,7 @@ def init(
             _build_traces(telemetry, span_exporters, span_processors)
             _build_metrics(telemetry)
             _build_logs(telemetry)
+            install_exit_handler()  # SIGTERM without a handler: flush, then die of it as before
         telemetry.lifecycle = Lifecycle.READY
         _current = telemetry
         _initialised_once = True
@@ -660,6 +660,119 @@ def shutdown(timeout: float | None = None) -> bool:
         _current = None
         _set_tracer(None)
         return finished
+
+
+# -- the process around the telemetry: SIGTERM and fork -----------------------------------------------
+
+
+def start_draining() -> None:
+    """Readiness turns 503 (``Lifecycle.DRAINING``): the first step of every shutdown path."""
+    telemetry = _current
+    if telemetry is not None and telemetry.lifecycle in (Lifecycle.STARTING, Lifecycle.READY):
+        telemetry.lifecycle = Lifecycle.DRAINING
+
+
+_warned_off_main_thread = False
+
+
+def install_exit_handler() -> bool:
+    """When SIGTERM would kill the process outright (no handler), flush first, then die of it as before.
+
+    Called by ``init()``; a handler the application or its server installed is left alone. The handler
+    itself only hands over to a thread: it runs in the main thread between two bytecodes, maybe inside a
+    lock the flush needs (a decorated call's series, the registry), so it must never wait. A second
+    SIGTERM ends the process at once. Outside the main thread no handler can be installed: that is said
+    once, on the ``victor_otel`` logger.
+    """
+    global _warned_off_main_thread
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        if not _warned_off_main_thread:
+            _warned_off_main_thread = True
+            _logger.warning(
+                "victor_otel: init() ran outside the main thread, where no signal handler can be installed: "
+                "SIGTERM will end this process without flushing spans and logs. Call victor_otel.init() "
+                "from the main thread, or call victor_otel.shutdown() from your own SIGTERM handler."
+            )
+        return False
+
+    def flush_then_die(signum: int, frame: FrameType | None) -> None:
+        start_draining()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        threading.Thread(target=_shutdown_then_die, name="victor-otel-sigterm").start()
+
+    signal.signal(signal.SIGTERM, flush_then_die)
+    return True
+
+
+def _shutdown_then_die() -> None:
+    try:
+        shutdown()
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # the default action now: the exit a supervisor expects
+
+
+#: The metric pipeline's locks held across a fork (taken in this order, released in the reverse one).
+_held_at_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    """Hold the metric pipeline's locks while forking, so that nothing is half-way through in the child.
+
+    A periodic reader (or a scrape) collecting in another thread at the moment of the fork would leave the
+    child with the SDK's collection lock (and the storage locks under it) taken for ever, and a push in
+    progress holds the reader's export lock while our producers (registry, health...) take their own locks:
+    the child's first scrape or push would hang (seen with ``gunicorn --preload`` and a 200 ms OTLP
+    interval). Bounded: a push stuck on a hanging collector delays a fork by at most
+    :data:`victor_otel.forking.FORK_WAIT` seconds, and is then forked through (the child gets new export
+    locks anyway).
+    """
+    telemetry = _current
+    if telemetry is None:
+        return
+    deadline = time.monotonic() + forking.FORK_WAIT
+    for lock in _sdk.fork_locks(telemetry.meter_provider, telemetry.readers):
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held_at_fork.append(lock)
+
+
+def _release_held() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``gunicorn --preload``) makes the telemetry it inherited its own: counts from zero,
+    a ``service.instance.id`` of its own, its own OTLP connections, new locks, process gauges on its pid."""
+    global _lock
+    _release_held()  # taken by the forking thread, which is this child's only thread
+    _lock = threading.RLock()  # another thread may have held it (init() / shutdown()) at the fork
+    telemetry = _current
+    if telemetry is None:
+        return
+    telemetry._process = psutil.Process()
+    telemetry._cpu_lock = threading.Lock()
+    telemetry._started_monotonic = time.monotonic()
+    telemetry.started_at = time.time()
+    telemetry.exports.reset_after_fork()
+    reinit_exporting_after_fork()
+    telemetry.resource = _sdk.child_resource(telemetry.resource)
+    for reader in telemetry.readers:
+        if isinstance(reader, _MergesProducers):
+            reader._resource = telemetry.resource
+        _sdk.renew_reader_after_fork(reader)
+    for counted in telemetry._exporters:
+        counted.reinit_after_fork()
+    if telemetry.prometheus_registry is not None:
+        telemetry.prometheus_registry.renew_lock()
+    # The standalone server's thread lives in the parent: the child must not try to stop it.
+    telemetry.metrics_server = None
+    if telemetry.multiprocess is not None:
+        telemetry.multiprocess.reinit_after_fork()
+
+
+forking.on_fork(before=_before_fork, after_in_parent=_release_held, after_in_child=_after_fork_in_child)
 
 
 def _shutdown_at_exit() -> None:
