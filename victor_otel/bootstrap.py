@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import FrameType, MappingProxyType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import psutil
 from opentelemetry import metrics, propagate, trace
@@ -65,6 +65,9 @@ from victor_otel.exporting import (
 )
 from victor_otel.exporting import reinit_after_fork as reinit_exporting_after_fork
 from victor_otel.registry import Registry, get_registry
+
+if TYPE_CHECKING:  # the logs SDK is imported only when a logs exporter is configured
+    from opentelemetry.sdk._logs import LoggerProvider
 
 SCOPE = InstrumentationScope("victor_otel", __version__)
 _logger = logging.getLogger("victor_otel")
@@ -170,6 +173,23 @@ class _LineSpanExporter(ConsoleSpanExporter):
             self._file.close()
 
 
+class Closeable(Protocol):
+    """What the telemetry stops at shutdown (the standalone metrics server)."""
+
+    def close(self) -> None: ...
+
+
+class Snapshots(Protocol):
+    """The multi-process snapshot writer (:class:`victor_otel.workers.Multiprocess`), as the telemetry
+    drives it: a last snapshot at shutdown, a file of its own after fork, one now for ``flush()``."""
+
+    def close(self) -> None: ...
+
+    def reinit_after_fork(self) -> None: ...
+
+    def write(self) -> dict[str, Any]: ...
+
+
 class Telemetry:
     """What ``init()`` built: the settings, providers, readers, and the process lifecycle.
 
@@ -187,18 +207,19 @@ class Telemetry:
         self._started_monotonic = time.monotonic()
         self.lifecycle = Lifecycle.STARTING
         self.resource = build_resource(settings)
+        #: Ours, or the application's own (any API TracerProvider: then victor_otel never flushes it).
         self.tracer_provider: Any = None
         self.meter_provider: MeterProvider | None = None
-        self.logger_provider: Any = None
+        self.logger_provider: LoggerProvider | None = None
         self.tracer: trace.Tracer | None = None
         self.prometheus_registry: SerialRegistry | None = None
         self.readers: list[MetricReader] = []
-        self.metrics_server: Any = None
+        self.metrics_server: Closeable | None = None
         #: What happened to every span, log record and metric point handed to an exporter.
         self.exports = ExportStats()
         self.producers: list[Producer] = [registry.produce, self.exports.produce]
         #: The multi-process snapshot writer (victor_otel.workers) when multiproc_dir is set.
-        self.multiprocess: Any = None
+        self.multiprocess: Snapshots | None = None
         self._exporters: list[Any] = []  # the counting wrappers, aborted when shutdown runs out of time
         self._owned_tracer_provider = False
         self._owned_meter_provider = False
