@@ -22,7 +22,7 @@ import pytest
 import victor_otel
 from tests.conftest import scrape, value
 from tests.faults import FaultServer, wait_for
-from victor_otel import bootstrap, workers
+from victor_otel import bootstrap, process, workers
 from victor_otel.registry import get_registry
 
 EXECUTIONS = "victor_coordinator_executions_total"
@@ -104,7 +104,7 @@ def test_a_forked_child_counts_from_zero_with_its_own_identity_and_connection(co
                             if line.startswith("target_info")],
             "same_exporter": telemetry._exporters[0].inner is parent_exporter,
             "before": before, "after": executions(), "exported": telemetry.export_stats()["traces"],
-            "pid_gauge": telemetry._process.pid,
+            "pid_gauge": process.sampler().pid,
         }
 
     result = in_child(child)

@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import FrameType, MappingProxyType
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
-import psutil
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -49,7 +48,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
-from victor_otel import _sdk, decorators, forking
+from victor_otel import _sdk, decorators, forking, process
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import Settings, check_sdk_environment
@@ -223,8 +222,6 @@ class Telemetry:
         self._exporters: list[Any] = []  # the counting wrappers, aborted when shutdown runs out of time
         self._owned_tracer_provider = False
         self._owned_meter_provider = False
-        self._process = psutil.Process()
-        self._cpu_lock = threading.Lock()
         #: When the last flush ran out of its budget (``time.time()``); ``None`` once one finished.
         self.flush_stalled_at: float | None = None
 
@@ -273,11 +270,10 @@ class Telemetry:
     # -- process gauges (observable: read at collection time, never on the hot path) --------------
 
     def _observe_memory(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(self._process.memory_info().rss)
+        yield Observation(process.sampler().sample().rss_bytes)
 
     def _observe_cpu(self, options: CallbackOptions) -> Iterable[Observation]:
-        with self._cpu_lock:
-            yield Observation(self._process.cpu_percent(interval=None))
+        yield Observation(process.sampler().sample().cpu_percent)
 
     def _observe_uptime(self, options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self.uptime)
@@ -772,8 +768,6 @@ def _after_fork_in_child() -> None:
     telemetry = _current
     if telemetry is None:
         return
-    telemetry._process = psutil.Process()
-    telemetry._cpu_lock = threading.Lock()
     telemetry._started_monotonic = time.monotonic()
     telemetry.started_at = time.time()
     telemetry.exports.reset_after_fork()

@@ -66,10 +66,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import psutil
 from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
-from victor_otel import auth, bootstrap, forking
+from victor_otel import auth, bootstrap, forking, process
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import _ORDERED, OPTIONS, Settings
@@ -427,8 +426,6 @@ class Health:
             weakref.WeakKeyDictionary()
         )
         self._changes: dict[str, tuple[int, float | None]] = {}
-        self._process: psutil.Process | None = None
-        self._cpu = (0.0, -math.inf)  # (percent, measured at)
 
     @property
     def registry(self) -> Registry:
@@ -716,17 +713,8 @@ class Health:
         return checks, coordinators
 
     def _process_checks(self, t: Thresholds) -> list[CheckResult]:
-        with self._lock:
-            if self._process is None:
-                self._process = psutil.Process()
-                self._process.cpu_percent(None)  # the first reading only starts the interval
-            process = self._process
-            rss = process.memory_info().rss
-            percent, measured_at = self._cpu
-            now = time.monotonic()
-            if now - measured_at >= 1.0:  # shorter intervals are noise, and probes may come in storms
-                percent = process.cpu_percent(None)
-                self._cpu = (percent, now)
+        reading = process.sampler().sample()  # the same readings as the process gauges
+        rss, percent = reading.rss_bytes, reading.cpu_percent
         gib = 1024**3
         memory = _grade(rss, t.memory_warn_bytes, t.memory_fail_bytes)
         cpu = WARN if percent > t.cpu_warn_percent else PASS
