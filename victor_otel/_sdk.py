@@ -28,7 +28,10 @@ def batch_queue(processor: Any) -> tuple[Any, Any, Any, int | None] | None:
     Why: the SDK counts what its bounded queue drops only into its own self-observability metrics
     (``_batch_processor._metrics.drop_items``), which nothing public exposes, and the queue length has no
     public getter; ``victor_otel_exported_total{outcome="dropped"}`` and ``export_stats()["queued"]`` need
-    both. When missing: drops are not counted (a warning says so once); exports still are.
+    both. When missing: drops are not counted (a warning says so once); exports still are. The drop
+    metrics' signatures differ between releases (1.43: ``drop_items(count)``, ``finish_items(count,
+    error)``; 1.45: ``drop_items(count, error_type)``, ``finish_items(count)``; 1.43 drops items emitted
+    after shutdown without a call): our stand-in passes on whatever it is given.
     """
     batch = getattr(processor, "_batch_processor", None)
     metrics = getattr(batch, "_metrics", None)
@@ -95,14 +98,22 @@ def renew_reader_after_fork(reader: Any) -> None:
 
 
 def child_resource(resource: Any) -> Any:
-    """The Resource with this forked child's own ``service.instance.id``.
+    """In a forked child: ``resource`` (the one object every provider of ours holds) with the child's own
+    ``service.instance.id``, changed in place.
 
-    Public API, kept here beside the fork hooks it serves: the SDK refreshes its providers' Resource after
-    a fork with the id its ``ServiceInstanceIdResourceDetector`` keeps per pid; ours takes the same id.
+    Why private: a Resource that providers already hold cannot be changed through the API. SDK 1.45's
+    providers refresh their Resource after a fork with the id ``ServiceInstanceIdResourceDetector`` keeps
+    per pid; 1.43's MeterProvider does not, so its OTLP pushes and ``target_info`` kept the parent's id
+    (N workers, one instance: sums over instances went wrong). The detector's id is used here too, so every
+    provider of either release agrees.
     """
+    from opentelemetry.attributes import BoundedAttributes
     from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
 
-    return resource.merge(ServiceInstanceIdResourceDetector().detect())
+    attributes = dict(resource.attributes)
+    attributes.update(ServiceInstanceIdResourceDetector().detect().attributes)
+    resource._attributes = BoundedAttributes(attributes=attributes, immutable=True)
+    return resource
 
 
 # -- private modules -----------------------------------------------------------------------------------

@@ -456,13 +456,16 @@ class _DropCounter:
     def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
         self._inner.register_queue_size(get_queue_size)
 
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+    # The SDK's signatures changed between releases (1.43: drop_items(count), finish_items(count, error);
+    # 1.45: drop_items(count, error_type="queue_full"), finish_items(count)): whatever comes is passed on.
+    def drop_items(self, count: int, *args: Any, **kwargs: Any) -> None:
+        error_type = args[0] if args else kwargs.get("error_type", "queue_full")
         if error_type != "queue_full" or not self._queue_counts:
             self._stats.drop(count)
-        self._inner.drop_items(count, error_type)
+        self._inner.drop_items(count, *args, **kwargs)
 
-    def finish_items(self, count: int) -> None:
-        self._inner.finish_items(count)
+    def finish_items(self, count: int, *args: Any, **kwargs: Any) -> None:
+        self._inner.finish_items(count, *args, **kwargs)
 
 
 class _CountingQueue(collections.deque):  # type: ignore[type-arg]
