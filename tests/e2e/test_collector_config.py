@@ -106,3 +106,15 @@ def test_build_script_caches_by_version_and_prints_the_collector_last() -> None:
     paths = dict(line.split(" ", 1) for line in lines[:-1])
     assert paths["prometheus"].endswith(f"/prometheus-v0.{major}{int(minor):02d}.{patch}")
     assert all(Path(path).is_file() for path in paths.values())
+
+
+def test_the_tests_set_exactly_the_configs_variables_and_compose_needs_none() -> None:
+    text = COLLECTOR_CONFIG.read_text()
+    variables = dict(re.findall(r"\$\{env:([A-Z0-9_]+):-([^}]*)\}", text))
+    native = collector_environment(tempo="t:1", loki="http://l", prometheus="http://p")
+    assert set(variables) == set(native)
+    assert len(re.findall(r"\$\{", text)) == len(variables), "every variable has a default"
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    for variable, default in variables.items():
+        host = re.sub(r"^https?://", "", default).split(":")[0]
+        assert host in compose or host == "0.0.0.0", f"{variable}: {default} is no compose service"

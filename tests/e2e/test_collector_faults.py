@@ -3,6 +3,9 @@
 - VictoriaLogs (the log store, which keeps its data on disk) is stopped for 30 s while the services keep
   logging: the collector's sending queue holds the records and retries; once the store is back, it holds
   exactly the records the services wrote, and the collector reports no failed send.
+- With the log store down, the collector's queue (1000 requests) overflows: the records it cannot queue
+  are counted in its own metrics, and the CollectorLosingTelemetry alert (alerts/prometheus_alerts.yml)
+  goes pending on the Prometheus that scrapes it.
 - The collector is stopped (SIGTERM: it drains its queues) and started again while requests flow: every span
   victor_otel produced is counted once as exported, failed or dropped (``Telemetry.export_stats()``,
   read on ``/health/detailed``), and Jaeger holds exactly the ones counted as exported.
@@ -19,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.otel_stack import Path3, collector_path, get_json, poll, running
+from tests.e2e.otel_stack import Path3, collector_path, get_json, poll, rules_every_second, running
+from tests.e2e.test_bundle_support import alert_rules, load_rules
 from tests.e2e.test_two_services import read_json_lines, service
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +33,7 @@ OUTAGE_SECONDS = 30
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Path3]:
-    path = collector_path(tmp_path / "stack")
+    path = collector_path(tmp_path / "stack", rule_files=[rules_every_second(tmp_path, load_rules())])
     with running(*path.programs()):
         yield path
 
@@ -138,3 +142,37 @@ def test_the_collector_restarted_under_load_every_span_is_counted_once(stack: Pa
 
     poll(lambda: in_jaeger() == totals["success"], 60,
          f"Jaeger holding exactly the {totals['success']} spans counted as exported ({totals})")
+
+
+def log_request(n: int) -> dict[str, Any]:
+    """One OTLP/JSON export request carrying one log record."""
+    return {"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "flood"}}]},
+        "scopeLogs": [{"scope": {"name": "flood"}, "logRecords": [
+            {"timeUnixNano": str(time.time_ns()), "severityText": "INFO", "body": {"stringValue": f"record {n}"}}]}],
+    }]}
+
+
+def test_records_the_full_queue_refuses_are_visible_to_the_collector_alert(stack: Path3) -> None:
+    rule = next(rule for rule in alert_rules() if rule["alert"] == "CollectorLosingTelemetry")
+    prometheus = stack.prometheus
+    poll(lambda: prometheus.query('up{job="otel-collector"} == 1'), 30, "the collector scraped")
+    assert prometheus.query(rule["expr"]) == [], "nothing lost yet"
+    stack.logs.program.stop()
+    sent = 0
+    with httpx.Client(timeout=10) as client:
+
+        def flood() -> list[dict[str, Any]]:
+            nonlocal sent
+            for _ in range(200):
+                client.post(f"{stack.collector.otlp_http}/v1/logs", json=log_request(sent))
+                sent += 1
+            return prometheus.query(rule["expr"])
+
+        (row,) = poll(flood, 120, "CollectorLosingTelemetry's expression to hold")
+    assert row["metric"] == {"job": "otel-collector", "instance": stack.collector.metrics_target}
+    assert 0 < float(row["value"][1]) < sent
+    lost = collector_counter(stack, "otelcol_exporter_enqueue_failed_log_records")
+    assert 0 < lost <= sent
+    poll(lambda: [a for a in prometheus.alerts() if a["labels"]["alertname"] == "CollectorLosingTelemetry"
+                  and a["state"] in ("pending", "firing")], 30, "CollectorLosingTelemetry pending")

@@ -73,6 +73,7 @@ EMPTY_IN_BURST = {
     "HighMemory": "the demo uses far less than 2 GiB",
     "CriticalMemory": "the demo uses far less than 4 GiB",
     "NoAnalyticsEvents": "the demo records request_completed events",
+    "CollectorLosingTelemetry": "no collector here (tests/e2e/test_collector_faults.py drives it)",
 }
 #: Alerts whose outcome depends on the age of the data, not on the demo: a 5-minute rate() over a
 #: Prometheus younger than 5 minutes is an increase divided by 300 s, so AnalysisCoordinator (a few
