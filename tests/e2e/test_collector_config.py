@@ -116,5 +116,8 @@ def test_the_tests_set_exactly_the_configs_variables_and_compose_needs_none() ->
     assert len(re.findall(r"\$\{", text)) == len(variables), "every variable has a default"
     compose = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     for variable, default in variables.items():
+        if variable == "COLLECTOR_METRICS_PORT":
+            assert default == "8888"
+            continue
         host = re.sub(r"^https?://", "", default).split(":")[0]
         assert host in compose or host == "0.0.0.0", f"{variable}: {default} is no compose service"
