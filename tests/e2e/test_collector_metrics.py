@@ -60,9 +60,11 @@ UP = re.compile(r"(?<![\w:])up\b")
 MEASURED_AT_COLLECTION = ("victor_coordinator_cpu_percent", "victor_coordinator_uptime_seconds",
                           "victor_coordinator_memory_bytes")
 #: Families a scrape renders and the OTLP push does not deliver today: victor_otel's observable process
-#: gauges (victor_otel/bootstrap.py ``_build_metrics``) never reach Prometheus' OTLP receiver, while the
-#: same gauges pushed by hand do land under these names. Reported as a victor_otel bug (issue 11's note);
-#: the test holds the gap to exactly these three, so that a fix (or a wider loss) makes it fail.
+#: gauges. bootstrap.merge_metrics() appends its pre-aggregated metrics as a second ScopeMetrics with the
+#: same scope (victor_otel, its version) as the meter's; the OTLP encoder (opentelemetry-exporter-otlp-
+#: proto-common's encode_metrics) groups by scope, so the second replaces the first and the meter's gauges
+#: are never sent (the Prometheus reader renders both). A victor_otel bug, reported, not fixed here; the
+#: test holds the gap to exactly these three, so that a fix (or a wider loss) makes it fail.
 MISSING_WHEN_PUSHED = {"victor_coordinator_cpu_percent", "victor_coordinator_memory_bytes",
                        "victor_coordinator_uptime_seconds"}
 #: Seconds of samples both Prometheus instances hold before the comparison (one sample a second).
