@@ -68,7 +68,7 @@ MEASURED_AT_COLLECTION = ("victor_coordinator_cpu_percent", "victor_coordinator_
 MISSING_WHEN_PUSHED = {"victor_coordinator_cpu_percent", "victor_coordinator_memory_bytes",
                        "victor_coordinator_uptime_seconds"}
 #: Seconds of samples both Prometheus instances hold before the comparison (one sample a second).
-HISTORY = 30
+HISTORY = 20
 #: A scrape and a push are up to one interval (1 s) apart; over windows of ~1 minute of a ~20 calls/s
 #: workload that moves a rate or a ratio by a few percent.
 RELATIVE_TOLERANCE = 0.15
