@@ -36,6 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e.otel_stack import binary
 from tests.e2e.test_bundle_support import ALERTMANAGER_CONFIG, REPO, free_port, load_rules, tool
 from tests.e2e.test_prometheus_live import JOB, get, poll, stop
 
@@ -157,7 +158,7 @@ def incident(tmp_path: Path) -> Iterator[Any]:
     stacks: list[Stack] = []
 
     def start(error_every: int) -> Stack:
-        prometheus, alertmanager = tool("prometheus"), tool("prometheus-alertmanager")
+        prometheus, alertmanager = binary("prometheus"), tool("prometheus-alertmanager")
         processes: list[subprocess.Popen[bytes]] = []
         webhook = Webhook()
         app_port, am_port, prom_port = free_port(), free_port(), free_port()

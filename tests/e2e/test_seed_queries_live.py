@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_bundle_support import REPO, free_port, tool
+from tests.e2e.otel_stack import binary
+from tests.e2e.test_bundle_support import REPO, free_port
 from tests.e2e.test_prometheus_live import JOB, get, poll, stop
 
 pytestmark = pytest.mark.e2e
@@ -72,7 +73,7 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         with (workdir / "prometheus.log").open("wb") as out:
             processes.append(subprocess.Popen([
-                tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+                binary("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
                 f"--storage.tsdb.path={workdir / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
                 "--log.level=warn",
             ], stdout=out, stderr=subprocess.STDOUT))

@@ -44,9 +44,14 @@ def serve(name: str, log_file: str, spans_file: str, downstream: str | None) -> 
 
     import victor_otel
 
+    # E2E_OTLP (tests/e2e/test_collector_*.py): spans and log records are also pushed over OTLP to
+    # OTEL_EXPORTER_OTLP_ENDPOINT; with "1" the span file stays, as the record of what the process produced;
+    # with "only" OTLP is the one span exporter, so that export_stats() counts its spans alone.
+    otlp = os.environ.get("E2E_OTLP")
+    traces: str | list[str] = {"1": ["console", "otlp"], "only": "otlp"}.get(otlp or "", "console")
     victor_otel.init(
-        service_name=name, environment="e2e", traces_exporter="console", traces_file=spans_file,
-        metrics_exporter="none",
+        service_name=name, environment="e2e", traces_exporter=traces, traces_file=spans_file,
+        logs_exporter="otlp" if otlp else None, metrics_exporter="none",
     )
     victor_otel.setup_coordinator_logging(
         level="INFO", format_type="json", output_file=log_file, success_level="INFO"
@@ -104,9 +109,9 @@ def serve(name: str, log_file: str, spans_file: str, downstream: str | None) -> 
 
 
 @contextmanager
-def service(tmp: Path, name: str, downstream: str | None = None) -> Iterator[str]:
+def service(tmp: Path, name: str, downstream: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
     args = [sys.executable, __file__, "serve", name, str(tmp / f"{name}.log"), str(tmp / f"{name}.spans")]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_PROPAGATORS": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OTEL_PROPAGATORS": "", **(env or {})}
     process = subprocess.Popen(
         [*args, *([downstream] if downstream else [])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=env,
