@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.e2e.otel_stack import binary
-from tests.e2e.test_bundle_support import REPO, free_port
+from tests.e2e.test_bundle_support import REPO, free_port, tool
 from tests.e2e.test_prometheus_live import JOB, get, poll, stop
 
 pytestmark = pytest.mark.e2e
