@@ -199,3 +199,19 @@ def test_otlp_without_the_extra_is_a_clear_error(monkeypatch: Any) -> None:
     monkeypatch.setattr(builtins, "__import__", no_otlp)
     with pytest.raises(victor_otel.VictorOtelConfigError, match=r"victor-otel\[otlp\]"):
         victor_otel.init(traces_exporter="otlp")
+
+
+def test_one_scope_block_carries_the_process_gauges_and_the_coordinator_families_over_otlp() -> None:
+    """The OTLP encoder keeps one block per scope: a second victor_otel block lost the process gauges."""
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+
+    telemetry = victor_otel.init(service_name="scope", traces_exporter="none")
+    with victor_otel.track("ScopeCoordinator", "run"):
+        pass
+    data = telemetry.collect()
+    scopes = [s for r in data.resource_metrics for s in r.scope_metrics if s.scope.name == "victor_otel"]
+    assert len(scopes) == 1
+    request = encode_metrics(data)
+    sent = {m.name for r in request.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    assert {"victor.coordinator.memory", "victor.coordinator.cpu", "victor.coordinator.uptime",
+            "victor.coordinator.executions"} <= sent, sorted(sent)

@@ -109,13 +109,21 @@ def merge_metrics(data: MetricsData | None, extra: list[Metric], resource: Resou
     """Return ``data`` with ``extra`` added under the victor_otel instrumentation scope."""
     if not extra:
         return data or MetricsData(resource_metrics=[])
-    scope = ScopeMetrics(scope=SCOPE, metrics=extra, schema_url="")
     if data is None or not data.resource_metrics:
+        scope = ScopeMetrics(scope=SCOPE, metrics=extra, schema_url="")
         return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")])
     first, *rest = data.resource_metrics
-    merged = ResourceMetrics(
-        resource=first.resource, scope_metrics=[*first.scope_metrics, scope], schema_url=first.schema_url
-    )
+    # One ScopeMetrics per scope: the process gauges already come under victor_otel's own meter, and the
+    # OTLP encoder keeps one block per scope (a second one with the same scope lost the gauges on the wire).
+    scopes = list(first.scope_metrics)
+    for i, existing in enumerate(scopes):
+        if (existing.scope.name, existing.scope.version) == (SCOPE.name, SCOPE.version):
+            scopes[i] = ScopeMetrics(scope=existing.scope, metrics=[*existing.metrics, *extra],
+                                     schema_url=existing.schema_url)
+            break
+    else:
+        scopes.append(ScopeMetrics(scope=SCOPE, metrics=extra, schema_url=""))
+    merged = ResourceMetrics(resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url)
     return MetricsData(resource_metrics=[merged, *rest])
 
 
