@@ -127,6 +127,11 @@ def rules_in_seconds(workdir: Path) -> Path:
         for rule in group["rules"]:
             if "for" in rule:
                 assert rule["for"].endswith("m"), rule
+                if rule.get("alert") == "NotScraping":
+                    # absent(up) holds until Prometheus' first scrape, which comes 5 s or more after its
+                    # start on a busy machine: scaled to seconds it paged at start-up. None of these
+                    # incidents removes the target (promtool's scenarios cover that one): keep minutes.
+                    continue
                 rule["for"] = rule["for"][:-1] + "s"
     path = workdir / "rules.yml"
     path.write_text(yaml.safe_dump(rules, sort_keys=False))
