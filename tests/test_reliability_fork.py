@@ -121,13 +121,15 @@ def test_a_forked_child_counts_from_zero_with_its_own_identity_and_connection(co
     assert executions() == 3 and telemetry.export_stats()["traces"]["success"] == 3
 
 
-def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child() -> None:
-    victor_otel.init(service_name="fork", traces_exporter="none")
-    work(1)
+@contextlib.contextmanager
+def held_by_another_thread(*locks: Any) -> Iterator[None]:
+    """``locks`` taken by another thread for the duration of the block (and so at any fork in it)."""
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with bootstrap._lock, get_registry()._lock:
+        with contextlib.ExitStack() as stack:
+            for lock in locks:
+                stack.enter_context(lock)
             holding.set()
             release.wait(10)
 
@@ -135,15 +137,23 @@ def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child() ->
     holder.start()
     holding.wait(5)
     try:
-        def child() -> dict[str, Any]:
-            get_registry().reset()  # needs the registry lock
-            work(2)
-            return {"after": executions(), "shutdown": victor_otel.shutdown(timeout=2)}  # needs bootstrap's
-
-        result = in_child(child, timeout=20)
+        yield
     finally:
         release.set()
         holder.join()
+
+
+def test_a_lock_held_by_another_thread_at_fork_time_does_not_hang_the_child() -> None:
+    victor_otel.init(service_name="fork", traces_exporter="none")
+    work(1)
+
+    def child() -> dict[str, Any]:
+        get_registry().reset()  # needs the registry lock
+        work(2)
+        return {"after": executions(), "shutdown": victor_otel.shutdown(timeout=2)}  # needs bootstrap's
+
+    with held_by_another_thread(bootstrap._lock, get_registry()._lock):
+        result = in_child(child, timeout=20)
     assert result == {"after": 1, "shutdown": True}
 
 
@@ -218,21 +228,8 @@ def test_a_coordinator_lock_held_at_fork_time_without_init_does_not_hang_the_chi
     # The seed's way: decorators and collectors without init(). The registry renews its locks in the child.
     work(1)
     series, _ = get_registry().method_series("ForkCoordinator", "work")
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with series.lock, get_registry()._lock:
-            holding.set()
-            release.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    holding.wait(5)
-    try:
+    with held_by_another_thread(series.lock, get_registry()._lock):
         result = in_child(lambda: {"n": work(3), "after": executions()}, timeout=10)
-    finally:
-        release.set()
-        holder.join()
     assert result == {"n": 3, "after": 1}  # the child counts its own call only
 
 

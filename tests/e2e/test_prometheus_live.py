@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.otel_stack import binary
+from tests.e2e.otel_stack import binary, poll
+from tests.e2e.otel_stack import http_get as get
 from tests.e2e.test_bundle_support import (
     REPO,
     alert_rules,
@@ -90,27 +90,6 @@ DASHBOARD_VARIABLES = {
     '"$job"': '".*"', '"$instance"': '".*"', '"$coordinator"': '".*"',
     "$__rate_interval": "10s", "$__range": "1m",
 }
-
-
-def poll(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:  # not listening yet
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
-def get(url: str, timeout: float = 5) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        body: bytes = response.read()
-        return body.decode()
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
