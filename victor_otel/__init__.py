@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         set_health_thresholds,
         setup_health_endpoints,
     )
+    from victor_otel.llm import LLMCall, llm_call
     from victor_otel.logs import (
         JsonFormatter,
         TextFormatter,
@@ -88,6 +89,7 @@ _LAZY = {
     ),
     **dict.fromkeys(("Redactor", "redact"), "redaction"),
     "instrument_app": "web",
+    **dict.fromkeys(("LLMCall", "llm_call"), "llm"),
 }
 
 
@@ -146,6 +148,10 @@ def init(
     health_check_timeout: float | None = None,
     health_max_loop_lag: float | None = None,
     health_token: str | None = None,
+    instrument_llm: bool | None = None,
+    llm_capture_content: bool | None = None,
+    llm_prices: Any = None,
+    llm_budget_usd_per_hour: float | None = None,
     span_exporters: Sequence[SpanExporter] = (),
 ) -> Telemetry:
     """Bootstrap tracing, metrics and logs for this process and return the :class:`Telemetry`.
@@ -165,6 +171,9 @@ def init(
 
     telemetry = bootstrap.init(span_exporters, **arguments)
     get_health().attach(telemetry)  # victor_health_status in every collection from now on
+    from victor_otel.llm.wiring import setup as setup_llm
+
+    setup_llm(telemetry)  # LLM metrics, prices, content capture, the clients when instrument_llm
     return telemetry
 
 
@@ -182,6 +191,7 @@ __all__ = [
     "CoordinatorMetricsCollector",
     "HealthReport",
     "JsonFormatter",
+    "LLMCall",
     "Lifecycle",
     "MetricsServer",
     "PrometheusExporter",
@@ -208,6 +218,7 @@ __all__ = [
     "inject",
     "instrument",
     "instrument_app",
+    "llm_call",
     "metrics_endpoint",
     "record_cache_hit",
     "record_cache_miss",
