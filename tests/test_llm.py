@@ -355,3 +355,20 @@ def test_tool_coordinators_are_execute_tool_spans(telemetry: Any, spans: InMemor
     attrs = span.attributes or {}
     assert attrs[semconv.OPERATION_NAME] == semconv.EXECUTE_TOOL and attrs[semconv.TOOL_NAME] == "SearchTool"
     assert attrs["victor.coordinator"] == "SearchTool"
+
+
+@pytest.mark.capotel(instrument_llm=True, llm_prices=PRICES)
+def test_capotel_helpers_for_llm_calls(capotel: Any, server: Any) -> None:
+    try:
+        ChatCoordinator(server).ask_openai()
+        with pytest.raises(openai.RateLimitError):
+            ChatCoordinator(server).fail("openai", "fail-429")
+    finally:
+        uninstrument_clients()
+    (span,) = capotel.llm_spans(provider="openai", model="gpt-4o")
+    assert span.attributes[semconv.INPUT_TOKENS] == OPENAI_USAGE[0]
+    assert capotel.llm_requests(coordinator="ChatCoordinator") == 2
+    assert capotel.llm_errors(coordinator="ChatCoordinator") == 1
+    assert capotel.llm_errors(error_type="RateLimitError") == 1
+    assert capotel.llm_tokens("cached_input", model="gpt-4o") == OPENAI_USAGE[2]
+    assert capotel.llm_cost(model="gpt-4o") == pytest.approx(openai_cost())
