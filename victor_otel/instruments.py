@@ -176,6 +176,9 @@ GENAI_DURATION_BUCKETS: tuple[float, ...] = (
 GENAI_TOKEN_BUCKETS: tuple[float, ...] = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )
+#: Alert thresholds of alerts/llm_alerts.yml (and the LLM dashboard's), declared once; tests hold the file to them.
+LLM_ERROR_RATIO_ALERT = 0.05
+LLM_TTFT_P95_ALERT = 5.0
 #: Values of the token_type label.
 TOKEN_TYPES: tuple[str, ...] = ("input", "output", "cached_input")
 
