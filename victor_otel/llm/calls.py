@@ -91,11 +91,19 @@ def content_text(value: Any) -> str:
 class LLMCall:
     """A model call being made; see :func:`llm_call`."""
 
-    __slots__ = (
-        "_ended", "_start", "_token", "cached_input_tokens", "coordinator", "error_type", "finish_reasons",
-        "input_tokens", "model", "operation", "output_tokens", "provider", "response_model", "span", "stream",
-        "ttft",
-    )
+    # No __slots__: what most calls never set is read from these class defaults, so that a call assigns
+    # only what it has (this object is built on every model call).
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    response_model: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    ttft: float | None = None
+    error_type: str | None = None
+    stream: bool = False
+    span: Span | None = None
+    _token: object = None
+    _ended: bool = False
 
     def __init__(
         self,
@@ -111,18 +119,9 @@ class LLMCall:
         self.provider = provider
         self.model = model
         self.operation = operation
-        self.stream = stream
         self.coordinator = coordinator or current_coordinator() or NO_COORDINATOR
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.cached_input_tokens: int | None = None
-        self.response_model: str | None = None
-        self.finish_reasons: tuple[str, ...] = ()
-        self.ttft: float | None = None
-        self.error_type: str | None = None
-        self._ended = False
-        self._token: object = None
-        self.span: Span | None = None
+        if stream:
+            self.stream = True
         tracer = _runtime.tracer
         if tracer is not None:
             attributes: dict[str, Any] = {
@@ -211,24 +210,25 @@ class LLMCall:
             return
         self._ended = True
         duration = perf_counter() - self._start
-        if isinstance(exc, Exception):
+        if exc is not None and isinstance(exc, Exception):
             self.error_type = error_type_of(exc)
+        input_tokens, output_tokens = self.input_tokens, self.output_tokens
         cost = None
-        if self.input_tokens is not None or self.output_tokens is not None:
-            cost = config.prices.cost(
-                self.provider, self.model, input_tokens=self.input_tokens or 0,
-                output_tokens=self.output_tokens or 0, cached_input_tokens=self.cached_input_tokens or 0,
-                response_model=self.response_model,
+        if input_tokens is not None or output_tokens is not None:
+            cost = config.prices.cost_of(
+                self.provider, self.model, self.response_model, input_tokens or 0, output_tokens or 0,
+                self.cached_input_tokens or 0,
             )
+        recorder = config.recorder
         try:
-            config.recorder.series_for(self.coordinator, self.provider, self.model, self.operation).record(
-                duration, self.ttft, self.input_tokens, self.output_tokens, self.cached_input_tokens, cost,
-                self.error_type, config.recorder,
+            recorder.series_for(self.coordinator, self.provider, self.model, self.operation).record(
+                duration, self.ttft, input_tokens, output_tokens, self.cached_input_tokens, cost,
+                self.error_type, recorder,
             )
         finally:
-            self.release_context()
             span = self.span
             if span is not None:
+                self.release_context()
                 self._finish_span(span, exc, cost)
 
     def _finish_span(self, span: Span, exc: BaseException | None, cost: float | None) -> None:

@@ -32,6 +32,8 @@ SETTING = "llm_prices"
 #: The value of ``llm_prices`` that prices every call through the ``genai-prices`` package.
 GENAI_PRICES = "genai-prices"
 _MILLION = 1_000_000
+#: Resolved (provider, model, response model) -> price pairs kept; response models are not capped labels.
+_MEMO_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class PriceTable:
         self.prices = dict(prices)
         self.use_genai_prices = use_genai_prices
         self._unknown: set[tuple[str, str]] = set()
+        self._resolved: dict[tuple[str, str, str | None], Price | None] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -117,9 +120,26 @@ class PriceTable:
         response_model: str | None = None,
     ) -> float | None:
         """The call's cost in US dollars, or ``None`` (said once per model) when no price is known."""
-        price = (response_model and self.price(provider, response_model)) or self.price(provider, model)
+        return self.cost_of(provider, model, response_model, input_tokens, output_tokens, cached_input_tokens)
+
+    def cost_of(
+        self, provider: str, model: str, response_model: str | None, input_tokens: int, output_tokens: int,
+        cached_input_tokens: int,
+    ) -> float | None:
+        """:meth:`cost` with positional arguments (the per-call path)."""
+        key = (provider, model, response_model)
+        resolved = self._resolved
+        if key in resolved:  # one dict lookup per call once a key was seen
+            price = resolved[key]
+        else:
+            price = (response_model and self.price(provider, response_model)) or self.price(provider, model)
+            if len(resolved) < _MEMO_LIMIT:
+                resolved[key] = price
         if price is not None:
-            return price.cost(input_tokens, output_tokens, cached_input_tokens)
+            cached = cached_input_tokens if cached_input_tokens < input_tokens else input_tokens
+            return (
+                (input_tokens - cached) * price.input + cached * price.cached_input + output_tokens * price.output
+            ) / _MILLION
         if self.use_genai_prices:
             cost = _genai_prices_cost(provider, response_model or model, input_tokens, output_tokens,
                                       cached_input_tokens)

@@ -89,21 +89,28 @@ class LLMSeries:
     ) -> None:
         """Count one finished call (the buckets are found outside the lock; inside it, only additions)."""
         dur_bucket = bisect_left(GENAI_DURATION_BUCKETS, duration)
-        ttft_bucket = -1 if ttft is None else bisect_left(GENAI_DURATION_BUCKETS, ttft)
+        in_bucket = -1 if input_tokens is None else bisect_left(GENAI_TOKEN_BUCKETS, input_tokens)
+        out_bucket = -1 if output_tokens is None else bisect_left(GENAI_TOKEN_BUCKETS, output_tokens)
         with self.lock:
             self.requests += 1
             self.dur_sum += duration
             self.dur_buckets[dur_bucket] += 1
-            if ttft_bucket >= 0:
-                self.ttft_buckets[ttft_bucket] += 1
-                self.ttft_sum += ttft  # type: ignore[operator]
+            if ttft is not None:
+                self.ttft_buckets[bisect_left(GENAI_DURATION_BUCKETS, ttft)] += 1
+                self.ttft_sum += ttft
                 self.ttft_count += 1
-            if input_tokens is not None:
-                self.input_tokens += input_tokens
-                _add(self.input_hist, input_tokens)
-            if output_tokens is not None:
-                self.output_tokens += output_tokens
-                _add(self.output_hist, output_tokens)
+            if in_bucket >= 0:
+                self.input_tokens += input_tokens  # type: ignore[operator]
+                hist = self.input_hist
+                hist[in_bucket] += 1
+                hist[_N_TOKENS] += input_tokens  # type: ignore[operator]
+                hist[_N_TOKENS + 1] += 1
+            if out_bucket >= 0:
+                self.output_tokens += output_tokens  # type: ignore[operator]
+                hist = self.output_hist
+                hist[out_bucket] += 1
+                hist[_N_TOKENS] += output_tokens  # type: ignore[operator]
+                hist[_N_TOKENS + 1] += 1
             if cached_tokens:
                 self.cached_tokens += cached_tokens
             if cost:
@@ -116,14 +123,8 @@ class LLMSeries:
                 else:
                     key = recorder.admit_error_type(error_type)
                     by_type[key] = by_type.get(key, 0) + 1
-        if cost:
+        if cost and recorder.budget_usd_per_hour is not None:  # the spend window serves health's budget check
             recorder.add_spend(self.key[0], cost)
-
-
-def _add(hist: list[int], tokens: int) -> None:
-    hist[bisect_left(GENAI_TOKEN_BUCKETS, tokens)] += 1
-    hist[_N_TOKENS] += tokens
-    hist[_N_TOKENS + 1] += 1
 
 
 class _Spend:
