@@ -89,7 +89,20 @@ def content_text(value: Any) -> str:
 
 
 class LLMCall:
-    """A model call being made; see :func:`llm_call`."""
+    """Record one model call made by a client victor_otel does not instrument; ``with`` or ``async with``
+    (``victor_otel.llm_call`` is this class).
+
+    >>> import victor_otel
+    >>> async def ask():
+    ...     async with victor_otel.llm_call(provider="anthropic", model="claude-sonnet-4", stream=True) as call:
+    ...         call.first_token()
+    ...         call.record_usage(input_tokens=40, output_tokens=7, cached_input_tokens=32)
+    >>> import asyncio; asyncio.run(ask())
+
+    ``provider`` is a ``gen_ai.provider.name`` value (``openai``, ``anthropic``, ``aws.bedrock``, ...),
+    ``operation`` a ``gen_ai.operation.name`` one (``chat``, ``text_completion``, ``embeddings``, ...). The
+    span starts (and becomes current) here, so create the call right before the request.
+    """
 
     # No __slots__: what most calls never set is read from these class defaults, so that a call assigns
     # only what it has (this object is built on every model call).
@@ -212,19 +225,20 @@ class LLMCall:
         duration = perf_counter() - self._start
         if exc is not None and isinstance(exc, Exception):
             self.error_type = error_type_of(exc)
-        input_tokens, output_tokens = self.input_tokens, self.output_tokens
+        input_tokens, output_tokens, cached = self.input_tokens, self.output_tokens, self.cached_input_tokens
+        provider, model = self.provider, self.model
         cost = None
         if input_tokens is not None or output_tokens is not None:
             cost = config.prices.cost_of(
-                self.provider, self.model, self.response_model, input_tokens or 0, output_tokens or 0,
-                self.cached_input_tokens or 0,
+                provider, model, self.response_model, input_tokens or 0, output_tokens or 0, cached or 0
             )
         recorder = config.recorder
         try:
-            recorder.series_for(self.coordinator, self.provider, self.model, self.operation).record(
-                duration, self.ttft, input_tokens, output_tokens, self.cached_input_tokens, cost,
-                self.error_type, recorder,
-            )
+            key = (self.coordinator, provider, model, self.operation)
+            series = recorder.series.get(key)
+            if series is None or recorder.generation != recorder.registry.generation:
+                series = recorder.series_for(*key)
+            series.record(duration, self.ttft, input_tokens, output_tokens, cached, cost, self.error_type, recorder)
         finally:
             span = self.span
             if span is not None:
@@ -275,30 +289,7 @@ class LLMCall:
         self.end(exc)
 
 
-def llm_call(
-    provider: str,
-    model: str,
-    operation: str = "chat",
-    *,
-    coordinator: str | None = None,
-    stream: bool = False,
-    server_address: str | None = None,
-    server_port: int | None = None,
-) -> LLMCall:
-    """Record one model call made by a client victor_otel does not instrument; ``with`` or ``async with``.
-
-    >>> import victor_otel
-    >>> async def ask():
-    ...     async with victor_otel.llm_call(provider="anthropic", model="claude-sonnet-4", stream=True) as call:
-    ...         call.first_token()
-    ...         call.record_usage(input_tokens=40, output_tokens=7, cached_input_tokens=32)
-    >>> import asyncio; asyncio.run(ask())
-
-    ``provider`` is a ``gen_ai.provider.name`` value (``openai``, ``anthropic``, ``aws.bedrock``, ...),
-    ``operation`` a ``gen_ai.operation.name`` one (``chat``, ``text_completion``, ``embeddings``, ...). The
-    span starts (and becomes current) here, so create the call right before the request.
-    """
-    return LLMCall(
-        provider, model, operation, coordinator=coordinator, stream=stream, server_address=server_address,
-        server_port=server_port,
-    )
+#: Record one model call made by a client victor_otel does not instrument; ``with`` or ``async with``:
+#: ``llm_call(provider, model, operation="chat", *, coordinator=None, stream=False, server_address=None,
+#: server_port=None)``. The class itself, so that a call costs no extra function call; see :class:`LLMCall`.
+llm_call = LLMCall

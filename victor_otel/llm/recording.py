@@ -42,7 +42,7 @@ class LLMSeries:
     __slots__ = (
         "attributes", "cached_tokens", "cost", "dur_buckets", "dur_sum", "errors", "errors_by_type",
         "genai_attributes", "input_hist", "input_tokens", "key", "lock", "output_hist", "output_tokens",
-        "requests", "start_ns", "ttft_buckets", "ttft_count", "ttft_sum",
+        "requests", "start_ns", "ttft_buckets", "ttft_sum",
     )
 
     def __init__(self, key: tuple[str, str, str, str], overflow: bool = False) -> None:
@@ -60,10 +60,9 @@ class LLMSeries:
         self.dur_sum = 0.0
         self.ttft_buckets = [0] * _N_DURATION
         self.ttft_sum = 0.0
-        self.ttft_count = 0
-        #: Per-call token counts for gen_ai.client.token.usage: bucket counts then [sum, count].
-        self.input_hist = [0] * (_N_TOKENS + 2)
-        self.output_hist = [0] * (_N_TOKENS + 2)
+        #: Per-call token counts for gen_ai.client.token.usage (bucket counts; the sums are the token totals).
+        self.input_hist = [0] * _N_TOKENS
+        self.output_hist = [0] * _N_TOKENS
         self.start_ns = time.time_ns()
         self.attributes: dict[str, Any] = {
             "coordinator": coordinator, "provider": provider, "model": model, "operation": operation,
@@ -89,8 +88,6 @@ class LLMSeries:
     ) -> None:
         """Count one finished call (the buckets are found outside the lock; inside it, only additions)."""
         dur_bucket = bisect_left(GENAI_DURATION_BUCKETS, duration)
-        in_bucket = -1 if input_tokens is None else bisect_left(GENAI_TOKEN_BUCKETS, input_tokens)
-        out_bucket = -1 if output_tokens is None else bisect_left(GENAI_TOKEN_BUCKETS, output_tokens)
         with self.lock:
             self.requests += 1
             self.dur_sum += duration
@@ -98,19 +95,12 @@ class LLMSeries:
             if ttft is not None:
                 self.ttft_buckets[bisect_left(GENAI_DURATION_BUCKETS, ttft)] += 1
                 self.ttft_sum += ttft
-                self.ttft_count += 1
-            if in_bucket >= 0:
-                self.input_tokens += input_tokens  # type: ignore[operator]
-                hist = self.input_hist
-                hist[in_bucket] += 1
-                hist[_N_TOKENS] += input_tokens  # type: ignore[operator]
-                hist[_N_TOKENS + 1] += 1
-            if out_bucket >= 0:
-                self.output_tokens += output_tokens  # type: ignore[operator]
-                hist = self.output_hist
-                hist[out_bucket] += 1
-                hist[_N_TOKENS] += output_tokens  # type: ignore[operator]
-                hist[_N_TOKENS + 1] += 1
+            if input_tokens is not None:  # the histogram's sum is input_tokens, its count the buckets' sum
+                self.input_tokens += input_tokens
+                self.input_hist[bisect_left(GENAI_TOKEN_BUCKETS, input_tokens)] += 1
+            if output_tokens is not None:
+                self.output_tokens += output_tokens
+                self.output_hist[bisect_left(GENAI_TOKEN_BUCKETS, output_tokens)] += 1
             if cached_tokens:
                 self.cached_tokens += cached_tokens
             if cost:
@@ -237,8 +227,9 @@ class LLMRecorder:
             with s.lock:
                 n, n_errors, error_counts = s.requests, s.errors, list(s.errors_by_type.items())
                 dur_buckets, dur_sum = list(s.dur_buckets), s.dur_sum
-                ttft_buckets, ttft_sum, ttft_count = list(s.ttft_buckets), s.ttft_sum, s.ttft_count
+                ttft_buckets, ttft_sum = list(s.ttft_buckets), s.ttft_sum
                 n_in, n_out, n_cached, cost = s.input_tokens, s.output_tokens, s.cached_tokens, s.cost
+            ttft_count = sum(ttft_buckets)
             attrs, start = s.attributes, s.start_ns
             requests.append(NumberDataPoint(attrs, start, now_ns, n))
             errors.append(NumberDataPoint(attrs, start, now_ns, n_errors))
@@ -290,20 +281,24 @@ class LLMRecorder:
         for s in self._all():
             with s.lock:
                 n, dur_buckets, dur_sum = s.requests, list(s.dur_buckets), s.dur_sum
-                ttft_buckets, ttft_sum, ttft_count = list(s.ttft_buckets), s.ttft_sum, s.ttft_count
-                hists = (("input", list(s.input_hist)), ("output", list(s.output_hist)))
+                ttft_buckets, ttft_sum = list(s.ttft_buckets), s.ttft_sum
+                hists = (
+                    ("input", list(s.input_hist), s.input_tokens), ("output", list(s.output_hist), s.output_tokens)
+                )
+            ttft_count = sum(ttft_buckets)
             attrs, start = s.genai_attributes, s.start_ns
             durations.append(_histogram(attrs, start, now_ns, dur_buckets, n, dur_sum, GENAI_DURATION_BUCKETS))
             if ttft_count:
                 ttfts.append(
                     _histogram(attrs, start, now_ns, ttft_buckets, ttft_count, ttft_sum, GENAI_DURATION_BUCKETS)
                 )
-            for token_type, hist in hists:
-                if hist[_N_TOKENS + 1]:
+            for token_type, hist, total in hists:
+                count = sum(hist)
+                if count:
                     usage.append(
                         _histogram(
-                            {**attrs, semconv.TOKEN_TYPE: token_type}, start, now_ns, hist[:_N_TOKENS],
-                            hist[_N_TOKENS + 1], hist[_N_TOKENS], GENAI_TOKEN_BUCKETS,
+                            {**attrs, semconv.TOKEN_TYPE: token_type}, start, now_ns, hist, count, total,
+                            GENAI_TOKEN_BUCKETS,
                         )
                     )
         return list(
