@@ -1,10 +1,10 @@
-"""L1 / L2: the cost of LLM call telemetry (victor_otel.llm) against hand-written and official anchors.
+"""LLM1 / LLM2: the cost of LLM call telemetry (victor_otel.llm) against hand-written and official anchors.
 
-- L1: recording one model call's metrics (tracing off): ``llm_call()`` with usage, against what a
+- LLM1: recording one model call's metrics (tracing off): ``llm_call()`` with usage, against what a
   prometheus_client user writes by hand: ``perf_counter`` around the call, then a pre-bound
   ``Counter.labels(...).inc()`` and ``Histogram.labels(...).observe()`` with the same four labels and the
   same buckets. Target: ratio <= 1.0.
-- L2: one ``openai`` ``chat.completions.create`` (the real client, over an in-process HTTP transport so
+- LLM2: one ``openai`` ``chat.completions.create`` (the real client, over an in-process HTTP transport so
   that no socket noise hides the overheads), tracing on (BatchSpanProcessor to a discarding exporter):
   what our instrumentation adds to the bare call, against what the official
   ``opentelemetry-instrumentation-openai-v2`` adds on the same providers. Each round times the bare call,
@@ -122,7 +122,7 @@ def _l2(quick: bool, rounds: int) -> Result:
 
     c = compare_rounds(round_pair, rounds)
     return ratio_result(
-        "L2", "openai call: what our instrumentation adds vs what openai-v2 adds", c, L2_LIMIT,
+        "LLM2", "openai call: what our instrumentation adds vs what openai-v2 adds", c, L2_LIMIT,
         note="figures are the added cost per call",
     )
 
@@ -133,12 +133,12 @@ def run(quick: bool) -> list[Result]:
     try:
         _fresh(service_name="bench", traces_exporter="none", llm_prices={"gpt-4o": {"input": 2.5, "output": 10.0}})
         c = compare(_ours_l1(), _anchor_l1(), number=200 if quick else 20_000, rounds=rounds)
-        results.append(ratio_result("L1", "LLM call metrics vs prometheus_client inc + observe", c, L1_LIMIT))
+        results.append(ratio_result("LLM1", "LLM call metrics vs prometheus_client inc + observe", c, L1_LIMIT))
         try:
             importlib.import_module("opentelemetry.instrumentation.openai_v2")
             importlib.import_module("openai")
         except ImportError as exc:
-            results.append(Result("L2", f"skipped: {exc}", 0.0, None, f"<= {L2_LIMIT:g}", False, 0))
+            results.append(Result("LLM2", f"skipped: {exc}", 0.0, None, f"<= {L2_LIMIT:g}", False, 0))
         else:
             results.append(_l2(quick, rounds))
     finally:
