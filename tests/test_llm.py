@@ -372,3 +372,32 @@ def test_capotel_helpers_for_llm_calls(capotel: Any, server: Any) -> None:
     assert capotel.llm_errors(error_type="RateLimitError") == 1
     assert capotel.llm_tokens("cached_input", model="gpt-4o") == OPENAI_USAGE[2]
     assert capotel.llm_cost(model="gpt-4o") == pytest.approx(openai_cost())
+
+
+def test_a_forked_child_counts_its_own_calls(telemetry: Any) -> None:
+    import os
+
+    with victor_otel.llm_call(provider="openai", model="gpt-4o", coordinator="Parent"):
+        pass
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's calls are not its own
+        from victor_otel.llm import get_recorder
+
+        os._exit(0 if not get_recorder().series else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert value(scrape(), "victor_llm_requests_total", coordinator="Parent", provider="openai", model="gpt-4o",
+                 operation="chat") == 1
+
+
+def test_only_the_pushing_readers_get_the_conventions_instruments(spans: InMemorySpanExporter) -> None:
+    from victor_otel.bootstrap import VictorPeriodicReader, VictorPrometheusReader
+    from victor_otel.llm import get_recorder
+
+    telemetry = victor_otel.init(traces_exporter="none", metrics_exporter="prometheus,console",
+                                 metric_export_interval=86_400_000)
+    readers = {type(reader): reader for reader in telemetry.readers}
+    genai = get_recorder().produce_genai
+    assert genai in readers[VictorPeriodicReader]._producers
+    assert genai not in readers[VictorPrometheusReader]._producers
+    assert get_recorder().produce in readers[VictorPrometheusReader]._producers

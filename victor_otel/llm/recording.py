@@ -17,6 +17,7 @@ from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from victor_otel import forking
 from victor_otel import instruments as contract
 from victor_otel.instruments import (
     GENAI_DURATION_BUCKETS,
@@ -156,6 +157,11 @@ class LLMRecorder:
         self._overflow = LLMSeries((OVERFLOW_VALUE,) * 4, overflow=True)
         self._error_label_sets = 0
         self.spend: dict[str, _Spend] = {}
+
+    def after_fork_in_child(self) -> None:
+        """A forked child counts its own calls under locks of its own (as the coordinator registry does)."""
+        self._lock = threading.Lock()
+        self._clear()
 
     def series_for(self, coordinator: str, provider: str, model: str, operation: str) -> LLMSeries:
         """The series of one label set (created on first use; the overflow series past the cap)."""
@@ -322,6 +328,7 @@ def _histogram(
 
 
 _RECORDER = LLMRecorder()
+forking.on_fork(after_in_child=_RECORDER.after_fork_in_child)
 
 
 def get_recorder() -> LLMRecorder:
