@@ -401,3 +401,9 @@ def test_only_the_pushing_readers_get_the_conventions_instruments(spans: InMemor
     assert genai in readers[VictorPeriodicReader]._producers
     assert genai not in readers[VictorPrometheusReader]._producers
     assert get_recorder().produce in readers[VictorPrometheusReader]._producers
+
+
+def test_a_bad_price_table_leaves_nothing_initialised(tmp_path: Any) -> None:
+    with pytest.raises(VictorOtelConfigError, match="llm_prices"):
+        victor_otel.init(traces_exporter="none", llm_prices={"gpt-4o": {"input": "cheap", "output": 1}})
+    assert victor_otel.current() is None

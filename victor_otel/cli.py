@@ -208,6 +208,7 @@ def run_demo(args: argparse.Namespace) -> int:
     telemetry = victor_otel.init(
         service_name=os.environ.get("OTEL_SERVICE_NAME") or "victor-demo",
         traces_file=None if traces_file == "-" else traces_file,
+        traces_exporter="console" if traces_file == "-" else None,  # '-': standard output, asked for
     )
     app = create_app(error_rate=args.error_rate, slow_seconds=args.slow_seconds, load_rate=args.rate)
     config_ = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on")

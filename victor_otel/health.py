@@ -8,7 +8,9 @@ Four endpoints, following Kubernetes probe conventions::
   downstream, never a coordinator's error rate. It fails when the loop was blocked longer than
   ``health_max_loop_lag`` seconds (within the last as many seconds).
 - ``/health/ready``: 200 once ``init()`` has finished and while no *critical* check fails; 503 from the
-  moment ``shutdown()`` starts (drain), and before ``init()``.
+  moment ``shutdown()`` starts (drain). A route of :func:`setup_health_endpoints` probed before any
+  ``init()`` in the process initialises from the environment first, as the seed's endpoints (and the
+  seed's ``/metrics``) needed no set-up call; :func:`check_health` does not.
 - ``/health``: the overall status, the worst of every check (so it fails whenever readiness fails).
 - ``/health/detailed``: ``/health`` plus per-coordinator statistics, versions, uptime and the
   Resource; closed behind ``Authorization: Bearer <token>`` when ``health_token`` is set.
@@ -51,7 +53,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import hmac
 import importlib.metadata
 import inspect
 import json
@@ -68,7 +69,7 @@ from typing import Any, Literal
 import psutil
 from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
-from victor_otel import bootstrap, forking
+from victor_otel import auth, bootstrap, forking
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import _ORDERED, OPTIONS, Settings
@@ -880,7 +881,7 @@ def _grade(value: float, warn: float, fail: float) -> Status:
 def _coordinator_checks(name: str, stats: WindowStats, t: Thresholds, window: float) -> list[CheckResult]:
     component = name.replace(":", "_")  # a key has one colon
     enough = stats.calls >= t.min_calls
-    rate = stats.error_rate
+    rate = stats.error_rate or 0.0  # no call in the window: none failed ("0.0% of 0 calls")
     rate_status = FAIL if rate > t.error_rate_fail and enough else WARN if rate > t.error_rate_warn else PASS
     p95 = stats.p95
     if p95 is None:
@@ -1006,7 +1007,7 @@ def _problem(status: int, title: str, detail: str) -> Any:
     body = json.dumps({"title": title, "status": status, "detail": detail})
     headers = {"Cache-Control": "no-store"}
     if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="victor_otel health"'
+        headers["WWW-Authenticate"] = auth.challenge("victor_otel health", token="set")
     return Response(body, status, media_type="application/problem+json", headers=headers)
 
 
@@ -1020,10 +1021,7 @@ def _authorized(authorization: str | None) -> bool | None:
             token = Settings.from_sources().health_token
         except VictorOtelConfigError:
             return None  # fail closed: a token may be configured
-    if not token:
-        return True
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return auth.check(authorization, token=token)
 
 
 def health_endpoint(scope: Scope) -> Any:
@@ -1045,6 +1043,8 @@ def health_endpoint(scope: Scope) -> Any:
                 response: Response = _problem(401, "Unauthorized", detail)
                 return response
         try:
+            if scope != "live":  # the seed's endpoints worked without init(): initialise as /metrics does
+                bootstrap.current_or_default()
             report = await _HEALTH.evaluate(scope)
             if scope != "detailed" and _authorized(request.headers.get("authorization")) is not True:
                 report = report.without_coordinator_names()  # names stay behind the token; probes get statuses
