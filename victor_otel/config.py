@@ -126,7 +126,10 @@ def _parse_endpoint(setting: str, value: object) -> str | None:
     text = _parse_optional_str(setting, value)
     if text is None:
         return None
-    parsed = urllib.parse.urlsplit(text)
+    try:
+        parsed = urllib.parse.urlsplit(text)
+    except ValueError:  # an unbalanced bracket in the host ("a://[") raises here, not at .hostname
+        raise _fail(setting, value, "an http:// or https:// URL such as http://localhost:4318") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise _fail(setting, value, "an http:// or https:// URL such as http://localhost:4318")
     try:
