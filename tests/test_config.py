@@ -57,6 +57,9 @@ def test_standard_variables() -> None:
         ({"VICTOR_OTEL_METRICS_PORT": "70000"}, "VICTOR_OTEL_METRICS_PORT", "<= 65535"),
         ({"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED", "true or false"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "A://["}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),  # urlsplit raises
+        ({"VICTOR_OTEL_LLM_CAPTURE_CONTENT": "sometimes"}, "VICTOR_OTEL_LLM_CAPTURE_CONTENT", "span_only"),
+        ({"VICTOR_OTEL_LLM_BUDGET_USD_PER_HOUR": "0"}, "VICTOR_OTEL_LLM_BUDGET_USD_PER_HOUR", "> 0.0"),
         ({"OTEL_RESOURCE_ATTRIBUTES": "novalue"}, "OTEL_RESOURCE_ATTRIBUTES", "key=value"),
         ({"VICTOR_OTEL_CARDINALITY_LIMIT": "0"}, "VICTOR_OTEL_CARDINALITY_LIMIT", ">= 1"),
         ({"VICTOR_OTEL_WINDOW_SECONDS": "nan"}, "VICTOR_OTEL_WINDOW_SECONDS", "a number"),

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 import victor_otel
 from tests.conftest import scrape, value
 from victor_otel.instruments import CONTRACT, LATENCY_BUCKETS
+from victor_otel.llm import get_recorder
 from victor_otel.registry import get_registry
 
 LAT = "victor_coordinator_latency_seconds"
@@ -56,7 +57,13 @@ def test_every_family_has_help_and_type(telemetry: Any) -> None:
     series.record(0.1, None, True)
     victor_otel.record_cache_hit("Chat")
     victor_otel.record_event("e")
+    with victor_otel.llm_call(provider="openai", model="m", stream=True) as call:  # the LLM families
+        call.first_token()
+        call.record_usage(input_tokens=1, output_tokens=1)
+        call.end(ValueError())
+    get_recorder().budget_usd_per_hour = 1.0
     body = victor_otel.render()[0].decode()
+    get_recorder().budget_usd_per_hour = None
     for spec in CONTRACT:
         family = spec.prometheus_name.removesuffix("_total")
         assert f"# HELP {spec.prometheus_name} " in body or f"# HELP {family} " in body, spec.prometheus_name

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
         set_health_thresholds,
         setup_health_endpoints,
     )
+    from victor_otel.llm import LLMCall, llm_call
     from victor_otel.logs import (
         JsonFormatter,
         TextFormatter,
@@ -88,6 +89,7 @@ _LAZY = {
     ),
     **dict.fromkeys(("Redactor", "redact"), "redaction"),
     "instrument_app": "web",
+    **dict.fromkeys(("LLMCall", "llm_call"), "llm"),
 }
 
 
@@ -146,6 +148,10 @@ def init(
     health_check_timeout: float | None = None,
     health_max_loop_lag: float | None = None,
     health_token: str | None = None,
+    instrument_llm: bool | None = None,
+    llm_capture_content: bool | None = None,
+    llm_prices: Any = None,
+    llm_budget_usd_per_hour: float | None = None,
     span_exporters: Sequence[SpanExporter] = (),
 ) -> Telemetry:
     """Bootstrap tracing, metrics and logs for this process and return the :class:`Telemetry`.
@@ -165,6 +171,7 @@ def init(
     from victor_otel.config import Settings
     from victor_otel.exposition import start_metrics_server
     from victor_otel.health import get_health
+    from victor_otel.llm.wiring import setup as setup_llm
 
     settings = Settings.from_sources(arguments)
     if settings.multiproc_dir and not settings.disabled:
@@ -178,6 +185,7 @@ def init(
                 and telemetry.metrics_server is None):
             telemetry.metrics_server = start_metrics_server(settings.metrics_port, settings.metrics_host,
                                                             telemetry=telemetry)
+        setup_llm(telemetry)  # LLM metrics, prices (a bad table raises here), content capture, the clients
     except BaseException:
         bootstrap.shutdown(timeout=1.0)  # nothing half-started stays behind (a taken port, say)
         raise
@@ -199,6 +207,7 @@ __all__ = [
     "CoordinatorMetricsCollector",
     "HealthReport",
     "JsonFormatter",
+    "LLMCall",
     "Lifecycle",
     "MetricsServer",
     "PrometheusExporter",
@@ -225,6 +234,7 @@ __all__ = [
     "inject",
     "instrument",
     "instrument_app",
+    "llm_call",
     "metrics_endpoint",
     "record_cache_hit",
     "record_cache_miss",

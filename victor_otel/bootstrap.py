@@ -225,6 +225,7 @@ class Telemetry:
         #: What happened to every span, log record and metric point handed to an exporter.
         self.exports = ExportStats()
         self.producers: list[Producer] = [registry.produce, self.exports.produce]
+        self.push_producers: list[Producer] = []
         #: The multi-process snapshot writer (victor_otel.workers) when multiproc_dir is set.
         self.multiprocess: Snapshots | None = None
         self._exporters: list[Any] = []  # the counting wrappers, aborted when shutdown runs out of time
@@ -259,12 +260,16 @@ class Telemetry:
         """
         return self.exports.snapshot()
 
-    def add_producer(self, producer: Producer) -> None:
-        """Merge ``producer()``'s metrics into every later collection (used by health)."""
-        self.producers.append(producer)
+    def add_producer(self, producer: Producer, *, push_only: bool = False) -> None:
+        """Merge ``producer()``'s metrics into every later collection (used by health). ``push_only``: only
+        into what the pushing readers send (OTLP, console, in-memory), never into /metrics (used by the
+        GenAI conventions' instruments, whose data /metrics shows under victor_llm_* names)."""
+        (self.push_producers if push_only else self.producers).append(producer)
         for reader in self.readers:
             if isinstance(reader, _MergesProducers):
                 reader._producers = tuple(self.producers)
+                if not isinstance(reader, VictorPrometheusReader):
+                    reader._producers += tuple(self.push_producers)
 
     def collect(self) -> MetricsData:
         """Collect everything once through a throw-away in-memory view (for tests and the CLI)."""

@@ -126,7 +126,10 @@ def _parse_endpoint(setting: str, value: object) -> str | None:
     text = _parse_optional_str(setting, value)
     if text is None:
         return None
-    parsed = urllib.parse.urlsplit(text)
+    try:
+        parsed = urllib.parse.urlsplit(text)
+    except ValueError:  # an unbalanced bracket in the host ("a://[") raises here, not at .hostname
+        raise _fail(setting, value, "an http:// or https:// URL such as http://localhost:4318") from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise _fail(setting, value, "an http:// or https:// URL such as http://localhost:4318")
     try:
@@ -175,6 +178,34 @@ def _parse_basic_auth(setting: str, value: object) -> str | None:
             f"{setting}: the value is not valid (not shown: it is a secret); accepted: user:password"
         )
     return secret
+
+
+_CAPTURE_TRUE = ("span_only", "event_only", "span_and_event")
+
+
+def _parse_capture(setting: str, value: object) -> bool:
+    """The GenAI content-capture switch: a boolean, or the official instrumentations' mode names."""
+    if isinstance(value, str) and value.strip().lower() in (*_CAPTURE_TRUE, "no_content"):
+        return value.strip().lower() != "no_content"
+    try:
+        return _parse_bool(setting, value)
+    except VictorOtelConfigError:
+        raise _fail(setting, value, "true | false | span_only | event_only | span_and_event | no_content") from None
+
+
+def _parse_prices(setting: str, value: object) -> Any:
+    if value is None or isinstance(value, Mapping):
+        return value
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise _fail(setting, value, "a mapping model -> {input, output, cached_input}, a YAML file's path, or genai-prices")
+
+
+def _parse_optional_budget(setting: str, value: object) -> float | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    budget: float = _number(float, 0.0, 1e12, min_exclusive=True)(setting, value)
+    return budget
 
 
 @dataclass(frozen=True)
@@ -285,6 +316,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("health_token", ("VICTOR_OTEL_HEALTH_TOKEN",), None, _parse_optional_str,
            "Health: when set, /health/detailed requires the header 'Authorization: Bearer <token>', and "
            "/health and /health/ready answer without coordinator names unless it is sent."),
+    # LLM calls (victor_otel.llm)
+    Option("instrument_llm", ("VICTOR_OTEL_INSTRUMENT_LLM",), False, _parse_bool,
+           "true: instrument the installed openai and anthropic clients (sync, async, streaming) at init; "
+           "needs the llm extra."),
+    Option("llm_capture_content",
+           ("VICTOR_OTEL_LLM_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
+           False, _parse_capture,
+           "true: record prompts and completions of model calls on their spans and in log records, redacted "
+           "and truncated (span_only, event_only, span_and_event count as true; no_content as false)."),
+    Option("llm_prices", ("VICTOR_OTEL_LLM_PRICES",), None, _parse_prices,
+           "Prices of model calls: a mapping model -> {input, output, cached_input} in US dollars per million "
+           "tokens, the path of a YAML file holding one, or genai-prices (the genai-prices package)."),
+    Option("llm_budget_usd_per_hour", ("VICTOR_OTEL_LLM_BUDGET_USD_PER_HOUR",), None, _parse_optional_budget,
+           "Hourly LLM spend budget in US dollars: exported as victor_llm_budget_usd_per_hour for the spend "
+           "alert; health warns when a coordinator's spend rate over the window exceeds it."),
 )
 
 _BY_NAME = {option.name: option for option in OPTIONS}
@@ -338,6 +384,10 @@ class Settings:
     health_check_timeout: float = _BY_NAME["health_check_timeout"].default
     health_max_loop_lag: float = _BY_NAME["health_max_loop_lag"].default
     health_token: str | None = field(default=None, repr=False)  # a secret: never in a repr or a message
+    instrument_llm: bool = False
+    llm_capture_content: bool = False
+    llm_prices: Any = None  # a mapping or a path; victor_otel.llm.prices reads it
+    llm_budget_usd_per_hour: float | None = None
     #: Where each value came from: ``argument``, the environment variable's name, or ``default``.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 

@@ -44,6 +44,17 @@ OUTCOME_ERROR = "error"
 OUTCOME_CANCELLED = "cancelled"
 _MAX_NAME = 128
 _MARK = "__victor_otel_site__"
+#: Coordinator kinds: the GenAI conventions' operation and name attribute their spans also carry.
+_KINDS = {
+    "agent": ("invoke_agent", "gen_ai.agent.name"),
+    "tool": ("execute_tool", "gen_ai.tool.name"),
+}
+
+
+def _check_kind(kind: object) -> str | None:
+    if kind is None or kind in _KINDS:
+        return kind
+    raise VictorOtelConfigError(f"kind: {kind!r} is not valid; accepted: None, " + " | ".join(map(repr, _KINDS)))
 
 
 class _Runtime:
@@ -75,7 +86,9 @@ class CallSite:
 
     __slots__ = ("attributes", "coordinator", "generation", "method", "registry", "series", "span_name", "window")
 
-    def __init__(self, coordinator: str, method: str, registry: Registry | None = None) -> None:
+    def __init__(
+        self, coordinator: str, method: str, registry: Registry | None = None, kind: str | None = None
+    ) -> None:
         self.coordinator = coordinator
         self.method = method
         self.span_name = f"{coordinator}.{method}"
@@ -84,6 +97,9 @@ class CallSite:
         self.attributes = {
             "victor.coordinator": coordinator, "victor.method": method, "victor.outcome": OUTCOME_SUCCESS,
         }
+        if kind is not None:  # agent / tool: also a GenAI invoke_agent / execute_tool span, at no cost per call
+            operation, name_key = _KINDS[kind]
+            self.attributes.update({"gen_ai.operation.name": operation, name_key: coordinator})
         self.registry = registry or get_registry()
         self.generation = -1
         self.series: MethodSeries | None = None
@@ -175,10 +191,10 @@ def _exception_text(exc: BaseException) -> str:
 # -- wrappers, one per shape -----------------------------------------------------------------------
 
 
-def _wrap(func: Callable[..., Any], coordinator: str, method: str) -> Callable[..., Any]:
+def _wrap(func: Callable[..., Any], coordinator: str, method: str, kind: str | None = None) -> Callable[..., Any]:
     if getattr(func, _MARK, None) is not None:
         return func  # already instrumented: never count a call twice
-    site = CallSite(coordinator, method)
+    site = CallSite(coordinator, method, kind=kind)
     target = func
     if not (inspect.isfunction(func) or inspect.ismethod(func) or isinstance(func, functools.partial)):
         target = type(func).__call__  # a callable object: its __call__ tells the shape
@@ -340,16 +356,16 @@ def _finish_stream(
 # -- public decorators ---------------------------------------------------------------------------
 
 
-def _instrument_class(cls: type[T], name: str) -> type[T]:
+def _instrument_class(cls: type[T], name: str, kind: str | None = None) -> type[T]:
     for attr, value in list(vars(cls).items()):
         if attr.startswith("_"):
             continue
         if isinstance(value, staticmethod):
-            setattr(cls, attr, staticmethod(_wrap(value.__func__, name, attr)))
+            setattr(cls, attr, staticmethod(_wrap(value.__func__, name, attr, kind)))
         elif isinstance(value, classmethod):
-            setattr(cls, attr, classmethod(_wrap(value.__func__, name, attr)))
+            setattr(cls, attr, classmethod(_wrap(value.__func__, name, attr, kind)))
         elif inspect.isfunction(value):
-            setattr(cls, attr, _wrap(value, name, attr))
+            setattr(cls, attr, _wrap(value, name, attr, kind))
     return cls
 
 
@@ -365,10 +381,10 @@ def coordinator(name: type[T]) -> type[T]: ...
 @overload
 def coordinator(name: F) -> F: ...
 @overload
-def coordinator(name: str | None = None) -> Callable[[T], T]: ...
+def coordinator(name: str | None = None, *, kind: str | None = None) -> Callable[[T], T]: ...
 
 
-def coordinator(name: Any = None) -> Any:
+def coordinator(name: Any = None, *, kind: str | None = None) -> Any:
     """Instrument a coordinator class (every public method) or one function.
 
     >>> import victor_otel
@@ -382,7 +398,12 @@ def coordinator(name: Any = None) -> Any:
     ``@coordinator`` without arguments names the coordinator after the class. On a function, the
     coordinator defaults to the enclosing class name (or the function's own name) and the method to
     the function name.
+
+    ``kind="agent"`` or ``kind="tool"``: the coordinator is an agent or a tool of the GenAI conventions, and
+    its spans are also ``invoke_agent`` / ``execute_tool`` spans (``gen_ai.agent.name`` /
+    ``gen_ai.tool.name`` = the coordinator's name).
     """
+    _check_kind(kind)
     if name is not None and not isinstance(name, str):
         target = name
         if isinstance(target, type):
@@ -395,13 +416,13 @@ def coordinator(name: Any = None) -> Any:
 
     def decorate(target: Any) -> Any:
         if isinstance(target, type):
-            return _instrument_class(target, explicit or _check_name("coordinator", target.__name__))
+            return _instrument_class(target, explicit or _check_name("coordinator", target.__name__), kind)
         if isinstance(target, (staticmethod, classmethod)):
             return type(target)(decorate(target.__func__))
         if not callable(target):
             raise VictorOtelConfigError(f"coordinator: cannot instrument {target!r}; pass a class or a callable")
         default_coordinator, method = _default_names(target)
-        return _wrap(target, explicit or _check_name("coordinator", default_coordinator), method)
+        return _wrap(target, explicit or _check_name("coordinator", default_coordinator), method, kind)
 
     return decorate
 

@@ -169,3 +169,84 @@ def markdown_table() -> str:
             f"| `{spec.prometheus_name}` | {spec.kind.value} | {labels} | {spec.unit or '—'} | {spec.description} |"
         )
     return "\n".join(rows) + "\n"
+
+
+# -- LLM calls (victor_otel.llm) -------------------------------------------------------------------
+# Appended as a block so that other changes to the coordinator families above merge cleanly.
+
+#: Buckets of the GenAI conventions for gen_ai.client.operation.duration and time_to_first_chunk
+#: (seconds); the victor_llm_* histograms use the same, so one histogram serves both names.
+GENAI_DURATION_BUCKETS: tuple[float, ...] = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)
+#: Buckets of the GenAI conventions for gen_ai.client.token.usage (tokens per call).
+GENAI_TOKEN_BUCKETS: tuple[float, ...] = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)
+#: Alert thresholds of alerts/llm_alerts.yml (and the LLM dashboard's), declared once; tests hold the file to them.
+LLM_ERROR_RATIO_ALERT = 0.05
+LLM_TTFT_P95_ALERT = 5.0
+#: Values of the token_type label.
+TOKEN_TYPES: tuple[str, ...] = ("input", "output", "cached_input")
+
+_LLM_LABELS = ("coordinator", "provider", "model", "operation")
+LLM_REQUESTS = MetricSpec(
+    "victor.llm.requests", Kind.COUNTER, "{request}", _LLM_LABELS,
+    "Model calls (LLM requests), whatever their outcome; coordinator is the one in force at the call.",
+)
+LLM_ERRORS = MetricSpec(
+    "victor.llm.errors", Kind.COUNTER, "{request}", _LLM_LABELS,
+    "Model calls that failed; same labels as victor_llm_requests_total, so the error ratio is one division.",
+)
+LLM_ERRORS_BY_TYPE = MetricSpec(
+    "victor.llm.errors_by_type", Kind.COUNTER, "{request}", (*_LLM_LABELS, "error_type"),
+    "Failed model calls by error_type (the exception class name, e.g. RateLimitError).",
+)
+LLM_TOKENS = MetricSpec(
+    "victor.llm.tokens", Kind.COUNTER, "{token}", ("coordinator", "provider", "model", "token_type"),
+    "Tokens of model calls by token_type: input (cached ones included), output, cached_input.",
+)
+LLM_COST = MetricSpec(
+    "victor.llm.cost_usd", Kind.COUNTER, "", ("coordinator", "provider", "model"),
+    "Cost of model calls in US dollars, from the price table (models without a price count no cost).",
+)
+LLM_DURATION = MetricSpec(
+    "victor.llm.request.duration", Kind.HISTOGRAM, "s", _LLM_LABELS,
+    "Duration of model calls (a stream: until its last chunk), for percentiles.",
+    buckets=GENAI_DURATION_BUCKETS,
+)
+LLM_TTFT = MetricSpec(
+    "victor.llm.time_to_first_token", Kind.HISTOGRAM, "s", _LLM_LABELS,
+    "Time from a streamed model call's start to its first chunk.",
+    buckets=GENAI_DURATION_BUCKETS,
+)
+LLM_BUDGET = MetricSpec(
+    "victor.llm.budget_usd_per_hour", Kind.GAUGE, "", (),
+    "The hourly spend budget set with llm_budget_usd_per_hour (absent when unset); the spend alert compares "
+    "against it.",
+)
+
+#: The LLM families, in the order of the README table (part of CONTRACT below).
+LLM_CONTRACT: tuple[MetricSpec, ...] = (
+    LLM_REQUESTS, LLM_ERRORS, LLM_ERRORS_BY_TYPE, LLM_TOKENS, LLM_COST, LLM_DURATION, LLM_TTFT, LLM_BUDGET,
+)
+CONTRACT = (*CONTRACT, *LLM_CONTRACT)
+
+#: The GenAI conventions' client instruments, sent over OTLP only (the victor_llm_* families carry the
+#: same data on /metrics), with the buckets the conventions specify.
+GENAI_TOKEN_USAGE = MetricSpec(
+    "gen_ai.client.token.usage", Kind.HISTOGRAM, "{token}",
+    ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.token.type"),
+    "Number of input and output tokens used by GenAI clients.", buckets=GENAI_TOKEN_BUCKETS,
+)
+GENAI_OPERATION_DURATION = MetricSpec(
+    "gen_ai.client.operation.duration", Kind.HISTOGRAM, "s",
+    ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model"),
+    "Duration of GenAI client operation.", buckets=GENAI_DURATION_BUCKETS,
+)
+GENAI_TIME_TO_FIRST_CHUNK = MetricSpec(
+    "gen_ai.client.operation.time_to_first_chunk", Kind.HISTOGRAM, "s",
+    ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model"),
+    "Time to receive the first chunk of a streamed response.", buckets=GENAI_DURATION_BUCKETS,
+)
+GENAI_CONTRACT: tuple[MetricSpec, ...] = (GENAI_TOKEN_USAGE, GENAI_OPERATION_DURATION, GENAI_TIME_TO_FIRST_CHUNK)

@@ -332,6 +332,36 @@ class CapturedTelemetry:
         self._levels.setdefault(target.name, target.level)
         target.setLevel(_levelno(level))
 
+    # -- LLM calls (victor_otel.llm) --------------------------------------------------------------
+
+    def llm_spans(self, provider: str | None = None, model: str | None = None) -> list[ReadableSpan]:
+        """Finished model-call spans (those with ``gen_ai.provider.name``), of this provider / request model."""
+        wanted: dict[str, Any] = {}
+        if provider is not None:
+            wanted["gen_ai.provider.name"] = provider
+        if model is not None:
+            wanted["gen_ai.request.model"] = model
+        return [
+            span for span in self.spans(attributes=wanted) if "gen_ai.provider.name" in (span.attributes or {})
+        ]
+
+    def llm_requests(self, /, **labels: object) -> float:
+        """Model calls counted (``victor_llm_requests_total``), e.g. ``llm_requests(coordinator="Chat")``."""
+        return self.metric("victor_llm_requests_total", **labels)
+
+    def llm_errors(self, /, **labels: object) -> float:
+        """Failed model calls (``victor_llm_errors_by_type_total`` when ``error_type`` is given)."""
+        name = "victor_llm_errors_by_type_total" if "error_type" in labels else "victor_llm_errors_total"
+        return self.metric(name, **labels)
+
+    def llm_tokens(self, token_type: str = "input", /, **labels: object) -> float:
+        """Tokens counted of one ``token_type`` (input, output, cached_input)."""
+        return self.metric("victor_llm_tokens_total", token_type=token_type, **labels)
+
+    def llm_cost(self, /, **labels: object) -> float:
+        """US dollars counted (``victor_llm_cost_usd_total``)."""
+        return self.metric("victor_llm_cost_usd_total", **labels)
+
     # -- all --------------------------------------------------------------------------------------
 
     def clear(self) -> None:

@@ -1,0 +1,409 @@
+"""LLM telemetry with the real openai and anthropic clients against a local server speaking their APIs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+import victor_otel
+from victor_otel import VictorOtelConfigError
+from victor_otel.instruments import GENAI_DURATION_BUCKETS, GENAI_TOKEN_BUCKETS
+from victor_otel.llm import PriceTable, semconv
+from victor_otel.llm.clients import instrument_clients, uninstrument_clients
+
+from .conftest import scrape, value
+from .llm_server import ANTHROPIC_USAGE, OPENAI_USAGE, TEXT, base_url, llm_server
+
+PRICES = {
+    "gpt-4o": {"input": 2.5, "output": 10.0, "cached_input": 1.25},
+    "anthropic/claude-x": {"input": 3.0, "output": 15.0, "cached_input": 0.3},
+}
+MESSAGES = [{"role": "user", "content": "my password=hunter2, say hello"}]
+
+
+def openai_cost(calls: int = 1) -> float:
+    prompt, completion, cached = OPENAI_USAGE
+    return calls * ((prompt - cached) * 2.5 + cached * 1.25 + completion * 10.0) / 1e6
+
+
+def anthropic_cost(calls: int = 1) -> float:
+    plain, output, read = ANTHROPIC_USAGE
+    return calls * (plain * 3.0 + read * 0.3 + output * 15.0) / 1e6
+
+
+@pytest.fixture
+def server() -> Iterator[Any]:
+    with llm_server() as running:
+        yield running
+
+
+@pytest.fixture
+def llm(spans: InMemorySpanExporter) -> Iterator[victor_otel.Telemetry]:
+    telemetry = victor_otel.init(
+        service_name="test", traces_exporter="none", span_exporters=[spans], instrument_llm=True,
+        llm_prices=PRICES,
+    )
+    yield telemetry
+    uninstrument_clients()
+
+
+def clients(server: Any) -> tuple[openai.OpenAI, anthropic.Anthropic]:
+    # retries off: every failure is one request, so "counted once" is exact
+    return (
+        openai.OpenAI(base_url=base_url(server) + "/v1", api_key="test", max_retries=0),
+        anthropic.Anthropic(base_url=base_url(server), api_key="test", max_retries=0),
+    )
+
+
+@victor_otel.coordinator("ChatCoordinator", kind="agent")
+class ChatCoordinator:
+    def __init__(self, server: Any) -> None:
+        self.openai, self.anthropic = clients(server)
+
+    def ask_openai(self, stream: bool = False) -> str:
+        if not stream:
+            response = self.openai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+            return response.choices[0].message.content or ""
+        chunks = self.openai.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    def ask_anthropic(self, stream: bool = False) -> str:
+        if not stream:
+            message = self.anthropic.messages.create(model="claude-x", max_tokens=50, messages=MESSAGES)
+            return "".join(block.text for block in message.content if block.type == "text")
+        events = self.anthropic.messages.create(model="claude-x", max_tokens=50, messages=MESSAGES, stream=True)
+        return "".join(e.delta.text for e in events if e.type == "content_block_delta")
+
+    def fail(self, provider: str, model: str) -> None:
+        if provider == "openai":
+            for _ in self.openai.chat.completions.create(model=model, messages=MESSAGES, stream=True):
+                pass
+        else:
+            for _ in self.anthropic.messages.create(model=model, max_tokens=5, messages=MESSAGES, stream=True):
+                pass
+
+
+def test_openai_plain_and_streamed_calls_count_tokens_cost_and_first_token(llm: Any, server: Any,
+                                                                          spans: InMemorySpanExporter) -> None:
+    chat = ChatCoordinator(server)
+    assert chat.ask_openai() == "".join(TEXT)
+    assert chat.ask_openai(stream=True) == "".join(TEXT)
+    samples = scrape()
+    labels = {"coordinator": "ChatCoordinator", "provider": "openai", "model": "gpt-4o"}
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 2
+    assert value(samples, "victor_llm_errors_total", **labels, operation="chat") == 0
+    prompt, completion, cached = OPENAI_USAGE
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 2 * prompt
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 2 * completion
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="cached_input") == 2 * cached
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == pytest.approx(openai_cost(2))
+    assert value(samples, "victor_llm_request_duration_seconds_count", **labels, operation="chat") == 2
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 1
+
+    finished = spans.get_finished_spans()
+    coordinator_spans = [s for s in finished if s.name.startswith("ChatCoordinator.ask_openai")]
+    llm_spans = [s for s in finished if s.name == "chat gpt-4o"]
+    assert len(coordinator_spans) == 2 and len(llm_spans) == 2
+    for parent, child in zip(coordinator_spans, llm_spans, strict=True):
+        assert child.parent is not None and child.parent.span_id == parent.context.span_id
+        assert child.kind is SpanKind.CLIENT
+        attrs = child.attributes or {}
+        assert attrs[semconv.OPERATION_NAME] == "chat" and attrs[semconv.PROVIDER_NAME] == "openai"
+        assert attrs[semconv.REQUEST_MODEL] == "gpt-4o"
+        assert attrs[semconv.RESPONSE_MODEL] == "gpt-4o-2024-08-06"
+        assert attrs[semconv.INPUT_TOKENS] == prompt and attrs[semconv.OUTPUT_TOKENS] == completion
+        assert attrs[semconv.FINISH_REASONS] == ("stop",)
+        assert semconv.INPUT_MESSAGES not in attrs  # content capture is off by default
+    assert semconv.TIME_TO_FIRST_CHUNK in (llm_spans[1].attributes or {})
+    agent = coordinator_spans[0].attributes or {}
+    assert agent[semconv.OPERATION_NAME] == semconv.INVOKE_AGENT
+    assert agent[semconv.AGENT_NAME] == "ChatCoordinator"
+
+
+def test_anthropic_plain_and_streamed_calls_count_cached_input_and_cost(llm: Any, server: Any) -> None:
+    chat = ChatCoordinator(server)
+    assert chat.ask_anthropic() == "".join(TEXT)
+    assert chat.ask_anthropic(stream=True) == "".join(TEXT)
+    samples = scrape()
+    labels = {"coordinator": "ChatCoordinator", "provider": "anthropic", "model": "claude-x"}
+    plain, output, read = ANTHROPIC_USAGE
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 2
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 2 * (plain + read)
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 2 * output
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="cached_input") == 2 * read
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == pytest.approx(anthropic_cost(2))
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 1
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+@pytest.mark.parametrize(
+    ("model", "error_type"),
+    [("fail-429", "RateLimitError"), ("fail-500", "InternalServerError"), ("broken", None)],
+)
+def test_errors_are_counted_once_with_their_type(
+    llm: Any, server: Any, spans: InMemorySpanExporter, provider: str, model: str, error_type: str | None
+) -> None:
+    chat = ChatCoordinator(server)
+    with pytest.raises(Exception) as raised:
+        chat.fail(provider, model)
+    assert len(server.hits) == 1  # one request reached the server
+    expected = error_type or type(raised.value).__name__
+    samples = scrape()
+    labels = {"coordinator": "ChatCoordinator", "provider": provider, "model": model, "operation": "chat"}
+    assert value(samples, "victor_llm_requests_total", **labels) == 1
+    assert value(samples, "victor_llm_errors_total", **labels) == 1
+    assert value(samples, "victor_llm_errors_by_type_total", **labels, error_type=expected) == 1
+    (span,) = [s for s in spans.get_finished_spans() if s.name == f"chat {model}"]
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})[semconv.ERROR_TYPE] == expected
+
+
+async def test_async_clients_and_streams(llm: Any, server: Any) -> None:
+    aopenai = openai.AsyncOpenAI(base_url=base_url(server) + "/v1", api_key="t", max_retries=0)
+    aanthropic = anthropic.AsyncAnthropic(base_url=base_url(server), api_key="t", max_retries=0)
+
+    @victor_otel.coordinator("AsyncChat")
+    async def ask() -> None:
+        await aopenai.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+        stream = await aopenai.chat.completions.create(
+            model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        async for _ in stream:
+            pass
+        events = await aanthropic.messages.create(model="claude-x", max_tokens=5, messages=MESSAGES, stream=True)
+        async for _ in events:
+            pass
+
+    await ask()
+    samples = scrape()
+    openai_labels = {"coordinator": "AsyncChat", "provider": "openai", "model": "gpt-4o"}
+    assert value(samples, "victor_llm_requests_total", **openai_labels, operation="chat") == 2
+    assert value(samples, "victor_llm_cost_usd_total", **openai_labels) == pytest.approx(openai_cost(2))
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **openai_labels, operation="chat") == 1
+    anthropic_labels = {"coordinator": "AsyncChat", "provider": "anthropic", "model": "claude-x"}
+    assert value(samples, "victor_llm_cost_usd_total", **anthropic_labels) == pytest.approx(anthropic_cost())
+
+
+def test_manual_calls_sync_and_async_outside_and_inside_coordinators(telemetry: Any) -> None:
+    with victor_otel.llm_call(provider="bedrock", model="titan", operation="text_completion") as call:
+        call.record_usage(input_tokens=10, output_tokens=2)
+
+    @victor_otel.coordinator("Planner")
+    async def plan() -> None:
+        async with victor_otel.llm_call(provider="openai", model="o3", stream=True) as call:
+            call.first_token()
+            call.first_token()  # only the first counts
+            call.record_usage(input_tokens=5, output_tokens=1, cached_input_tokens=4)
+
+    asyncio.run(plan())
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", coordinator="_none", provider="bedrock", model="titan",
+                 operation="text_completion") == 1
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", coordinator="Planner", provider="openai",
+                 model="o3", operation="chat") == 1
+    assert value(samples, "victor_llm_tokens_total", coordinator="Planner", provider="openai", model="o3",
+                 token_type="cached_input") == 4
+
+
+def test_unknown_model_counts_tokens_no_cost_and_says_so_once(
+    telemetry: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    for _ in range(3):
+        with victor_otel.llm_call(provider="openai", model="mystery") as call:
+            call.record_usage(input_tokens=7, output_tokens=1)
+    samples = scrape()
+    labels = {"coordinator": "_none", "provider": "openai", "model": "mystery"}
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 21
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == 0
+    assert [r.getMessage() for r in caplog.records].count(
+        next(r.getMessage() for r in caplog.records if "no price for model 'mystery'" in r.getMessage())
+    ) == 1
+
+
+def test_prices_from_yaml_and_bad_tables_name_the_setting(tmp_path: Any) -> None:
+    path = tmp_path / "prices.yaml"
+    path.write_text("gpt-4o: {input: 2.5, output: 10}\n")
+    table = PriceTable.parse(str(path))
+    assert table.cost("openai", "gpt-4o", input_tokens=1_000_000, output_tokens=0, cached_input_tokens=500_000) == 2.5
+    for bad in ({"m": {"input": -1, "output": 1}}, {"m": {"input": 1}}, {"m": {"input": 1, "output": 1, "x": 2}}, 7):
+        with pytest.raises(VictorOtelConfigError, match="llm_prices"):
+            PriceTable.parse(bad)
+    with pytest.raises(VictorOtelConfigError, match="llm_prices"):
+        victor_otel.init(traces_exporter="none", llm_prices=str(tmp_path / "missing.yaml"))
+
+
+def test_genai_prices_package_as_a_source() -> None:
+    pytest.importorskip("genai_prices")
+    table = PriceTable.parse("genai-prices")
+    cost = table.cost("openai", "gpt-4o", input_tokens=1000, output_tokens=100, cached_input_tokens=200)
+    assert cost is not None and cost > 0
+
+
+def test_content_capture_is_redacted_truncated_and_off_by_default(server: Any, spans: InMemorySpanExporter,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    victor_otel.init(traces_exporter="none", span_exporters=[spans], instrument_llm=True,
+                     llm_capture_content=True)
+    try:
+        caplog.set_level(logging.INFO, logger="victor_otel.llm")
+        ChatCoordinator(server).ask_openai(stream=True)
+    finally:
+        uninstrument_clients()
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "chat gpt-4o"]
+    attrs = span.attributes or {}
+    assert "say hello" in attrs[semconv.INPUT_MESSAGES] and "hunter2" not in attrs[semconv.INPUT_MESSAGES]
+    assert "".join(TEXT) in attrs[semconv.OUTPUT_MESSAGES]
+    logged = [r for r in caplog.records if r.name == "victor_otel.llm"]
+    assert logged and all("hunter2" not in str(r.__dict__) for r in logged)
+    from victor_otel.llm.calls import CONTENT_MAX_CHARS, content_text
+
+    assert len(content_text(["x" * (CONTENT_MAX_CHARS * 2)])) == CONTENT_MAX_CHARS
+
+
+def test_capture_setting_reads_the_official_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "span_and_event")
+    assert victor_otel.Settings.from_sources().llm_capture_content is True
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "false")
+    assert victor_otel.Settings.from_sources().llm_capture_content is False
+
+
+def test_stability_opt_in_drops_the_previous_attributes(monkeypatch: pytest.MonkeyPatch,
+                                                       spans: InMemorySpanExporter) -> None:
+    victor_otel.init(traces_exporter="none", span_exporters=[spans])
+    with victor_otel.llm_call(provider="openai", model="a"):
+        pass
+    victor_otel.shutdown()
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    later = InMemorySpanExporter()  # a shut-down exporter keeps what it had and takes nothing more
+    victor_otel.init(traces_exporter="none", span_exporters=[later])
+    with victor_otel.llm_call(provider="openai", model="b"):
+        pass
+    finished = [*spans.get_finished_spans(), *later.get_finished_spans()]
+    by_name = {s.name: s.attributes or {} for s in finished}
+    assert by_name["chat a"][semconv.SYSTEM] == "openai"
+    assert semconv.SYSTEM not in by_name["chat b"] and by_name["chat b"][semconv.PROVIDER_NAME] == "openai"
+
+
+def test_otlp_side_gets_the_conventions_instruments_with_their_buckets(telemetry: Any) -> None:
+    reader = InMemoryMetricReader()
+    from victor_otel.bootstrap import VictorInMemoryReader
+
+    assert not isinstance(reader, VictorInMemoryReader)
+    with victor_otel.llm_call(provider="openai", model="gpt-4o", stream=True) as call:
+        call.first_token()
+        call.record_usage(input_tokens=100, output_tokens=20)
+    from victor_otel.llm import get_recorder
+
+    genai = {m.name: m for m in get_recorder().produce_genai()}
+    usage = genai["gen_ai.client.token.usage"].data.data_points
+    assert {p.attributes[semconv.TOKEN_TYPE]: p.sum for p in usage} == {"input": 100, "output": 20}
+    assert list(usage[0].explicit_bounds) == list(GENAI_TOKEN_BUCKETS)
+    duration = genai["gen_ai.client.operation.duration"].data.data_points[0]
+    assert list(duration.explicit_bounds) == list(GENAI_DURATION_BUCKETS) and duration.count == 1
+    assert genai["gen_ai.client.operation.time_to_first_chunk"].data.data_points[0].count == 1
+    body = victor_otel.render()[0].decode()
+    assert "gen_ai_client" not in body  # /metrics shows the same data under victor_llm_* only
+    assert "victor_llm_requests_total" in body
+
+
+def test_label_sets_beyond_the_cap_fold_into_the_overflow_series(spans: InMemorySpanExporter) -> None:
+    victor_otel.init(traces_exporter="none", cardinality_limit=2)
+    for model in ("a", "b", "c", "d"):
+        with victor_otel.llm_call(provider="openai", model=model):
+            pass
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", coordinator="_overflow", provider="_overflow",
+                 model="_overflow", operation="_overflow", otel_metric_overflow="true") == 2
+
+
+def test_spend_rate_over_the_budget_warns_in_health() -> None:
+    victor_otel.init(traces_exporter="none", llm_prices=PRICES, llm_budget_usd_per_hour=0.001)
+    with victor_otel.llm_call(provider="openai", model="gpt-4o", coordinator="Spender") as call:
+        call.record_usage(input_tokens=100_000, output_tokens=0)
+    report = asyncio.run(victor_otel.check_health())
+    (check,) = [c for c in report.checks if c.key == "llm:spend_rate"]
+    assert check.status == "warn" and "Spender" in (check.output or "")
+    assert "victor_llm_budget_usd_per_hour 0.001" in victor_otel.render()[0].decode()
+
+
+def test_instrumenting_twice_wraps_once(llm: Any) -> None:
+    before = openai.resources.chat.completions.Completions.create
+    instrument_clients()
+    assert openai.resources.chat.completions.Completions.create is before
+    uninstrument_clients()
+    assert not hasattr(openai.resources.chat.completions.Completions.create, "__victor_otel_original__")
+
+
+@victor_otel.coordinator("SearchTool", kind="tool")
+def search(query: str) -> str:
+    return query
+
+
+def test_tool_coordinators_are_execute_tool_spans(telemetry: Any, spans: InMemorySpanExporter) -> None:
+    search("x")
+    (span,) = spans.get_finished_spans()
+    attrs = span.attributes or {}
+    assert attrs[semconv.OPERATION_NAME] == semconv.EXECUTE_TOOL and attrs[semconv.TOOL_NAME] == "SearchTool"
+    assert attrs["victor.coordinator"] == "SearchTool"
+
+
+@pytest.mark.capotel(instrument_llm=True, llm_prices=PRICES)
+def test_capotel_helpers_for_llm_calls(capotel: Any, server: Any) -> None:
+    try:
+        ChatCoordinator(server).ask_openai()
+        with pytest.raises(openai.RateLimitError):
+            ChatCoordinator(server).fail("openai", "fail-429")
+    finally:
+        uninstrument_clients()
+    (span,) = capotel.llm_spans(provider="openai", model="gpt-4o")
+    assert span.attributes[semconv.INPUT_TOKENS] == OPENAI_USAGE[0]
+    assert capotel.llm_requests(coordinator="ChatCoordinator") == 2
+    assert capotel.llm_errors(coordinator="ChatCoordinator") == 1
+    assert capotel.llm_errors(error_type="RateLimitError") == 1
+    assert capotel.llm_tokens("cached_input", model="gpt-4o") == OPENAI_USAGE[2]
+    assert capotel.llm_cost(model="gpt-4o") == pytest.approx(openai_cost())
+
+
+def test_a_forked_child_counts_its_own_calls(telemetry: Any) -> None:
+    import os
+
+    with victor_otel.llm_call(provider="openai", model="gpt-4o", coordinator="Parent"):
+        pass
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's calls are not its own
+        from victor_otel.llm import get_recorder
+
+        os._exit(0 if not get_recorder().series else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert value(scrape(), "victor_llm_requests_total", coordinator="Parent", provider="openai", model="gpt-4o",
+                 operation="chat") == 1
+
+
+def test_only_the_pushing_readers_get_the_conventions_instruments(spans: InMemorySpanExporter) -> None:
+    from victor_otel.bootstrap import VictorPeriodicReader, VictorPrometheusReader
+    from victor_otel.llm import get_recorder
+
+    telemetry = victor_otel.init(traces_exporter="none", metrics_exporter="prometheus,console",
+                                 metric_export_interval=86_400_000)
+    readers = {type(reader): reader for reader in telemetry.readers}
+    genai = get_recorder().produce_genai
+    assert genai in readers[VictorPeriodicReader]._producers
+    assert genai not in readers[VictorPrometheusReader]._producers
+    assert get_recorder().produce in readers[VictorPrometheusReader]._producers
+
+
+def test_a_bad_price_table_leaves_nothing_initialised(tmp_path: Any) -> None:
+    with pytest.raises(VictorOtelConfigError, match="llm_prices"):
+        victor_otel.init(traces_exporter="none", llm_prices={"gpt-4o": {"input": "cheap", "output": 1}})
+    assert victor_otel.current() is None
