@@ -123,8 +123,14 @@ def close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=RELATIVE_TOLERANCE, abs_tol=ABSOLUTE_TOLERANCE)
 
 
+#: The dashboard's variables, with a $__range inside the HISTORY both instances hold: over a longer range
+#: increase() extrapolates to where each path's first sample happens to be, and the scrape and the push
+#: start at different moments (a 20 % difference on a busy machine), which says nothing about the names.
+COMPARED_VARIABLES = {**DASHBOARD_VARIABLES, "$__range": "10s"}
+
+
 def substitute(expr: str) -> str:
-    for variable, value in DASHBOARD_VARIABLES.items():
+    for variable, value in COMPARED_VARIABLES.items():
         expr = expr.replace(variable, value)
     assert "$" not in expr, f"unknown Grafana variable in {expr}"
     return expr
@@ -140,7 +146,8 @@ def same_answer(two: TwoPaths, what: str, expr: str, at: float) -> tuple[int, li
     if any(name in expr for name in MEASURED_AT_COLLECTION):
         return len(scraped), []
     wrong = [f"{what}: {dict(key)} scraped {scraped[key]} pushed {pushed[key]}"
-             for key in scraped if not close(scraped[key], pushed[key])]
+             for key in scraped
+             if dict(key).get("__name__") not in MEASURED_AT_COLLECTION and not close(scraped[key], pushed[key])]
     return len(scraped), wrong
 
 
