@@ -187,6 +187,8 @@ class Telemetry:
         self.prometheus_registry: CollectorRegistry | None = None
         self.readers: list[MetricReader] = []
         self.metrics_server: Any = None
+        #: The /debug pages' recent traces (victor_otel.tracebuffer) when they are on and tracing is ours.
+        self.trace_buffer: Any = None
         #: What happened to every span, log record and metric point handed to an exporter.
         self.exports = ExportStats()
         self.producers: list[Producer] = [registry.produce, self.exports.produce]
@@ -436,6 +438,8 @@ def init(
             if settings.multiproc_dir:
                 workers.check_directory(settings.multiproc_dir)  # before anything is built
             _build_traces(telemetry, span_exporters, span_processors)
+            if settings.debug_pages_enabled and telemetry._owned_tracer_provider:
+                _record_for_debug_pages(telemetry)
             _build_metrics(telemetry)
             _build_logs(telemetry)
             if settings.multiproc_dir and telemetry.prometheus_registry is not None:
@@ -457,6 +461,16 @@ def init(
             atexit.register(_shutdown_at_exit)
             _atexit_registered = True
         return telemetry
+
+
+def _record_for_debug_pages(telemetry: Telemetry) -> None:
+    """Keep recent traces and their log records in bounded memory for the /debug pages."""
+    from victor_otel.tracebuffer import TraceBuffer
+
+    buffer = TraceBuffer()
+    telemetry.tracer_provider.add_span_processor(buffer)  # shut down with the provider
+    buffer.install_log_capture()
+    telemetry.trace_buffer = buffer
 
 
 def _set_propagator() -> None:

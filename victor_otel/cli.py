@@ -208,6 +208,8 @@ def run_demo(args: argparse.Namespace) -> int:
     telemetry = victor_otel.init(
         service_name=os.environ.get("OTEL_SERVICE_NAME") or "victor-demo",
         traces_file=None if traces_file == "-" else traces_file,
+        # The demo is for looking: /debug on unless VICTOR_OTEL_DEBUG_PAGES says otherwise.
+        debug_pages=None if os.environ.get("VICTOR_OTEL_DEBUG_PAGES", "").strip() else True,
     )
     app = create_app(error_rate=args.error_rate, slow_seconds=args.slow_seconds, load_rate=args.rate)
     config_ = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
@@ -226,6 +228,8 @@ def run_demo(args: argparse.Namespace) -> int:
         host = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{host}:{port}/metrics"
         print(f"victor_otel demo: {styled(url, 'bold', status.color)}  (spans: {traces_file})", flush=True)
+        debug_url = f"http://{host}:{port}/debug"
+        print(f"victor_otel demo: traces and coordinators at {styled(debug_url, 'bold', status.color)}", flush=True)
         started = time.monotonic()
         with contextlib.suppress(asyncio.CancelledError):
             while not serve.done():

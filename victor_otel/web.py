@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from victor_otel import bootstrap, workers
+from victor_otel import bootstrap, debugpages, workers
 from victor_otel.context import RequestIdMiddleware, echo_request_id
 from victor_otel.exposition import metrics_endpoint
 from victor_otel.health import setup_health_endpoints
 
 #: Paths that get no server span (probes and scrapes would drown the traces).
-EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed"
+EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed,/debug"
 #: The ASGI instrumentation's per-message ``http send`` / ``http receive`` spans: three spans a request
 #: that say little the server span does not, and cost most of its per-request overhead.
 EXCLUDED_SPANS: list[Any] = ["receive", "send"]
@@ -24,7 +24,7 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
     >>> import victor_otel
     >>> app = victor_otel.instrument_app(Starlette())
     >>> sorted(r.path for r in app.routes)
-    ['/health', '/health/detailed', '/health/live', '/health/ready', '/metrics']
+    ['/debug', '/debug/{page:path}', '/health', '/health/detailed', '/health/live', '/health/ready', '/metrics']
     """
     if getattr(app.state, "victor_otel_instrumented", False):
         return app  # calling it twice must not add routes or middleware twice
@@ -35,6 +35,7 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
         # SIGTERM: readiness 503 first, drain_seconds later the server stops; then spans and logs are flushed.
         router.lifespan_context = workers.lifespan(router.lifespan_context)
     setup_health_endpoints(app)
+    _add_debug_pages(app)
     telemetry = bootstrap.current()
     tracer_provider = telemetry.tracer_provider if telemetry is not None else None
     meter_provider = telemetry.meter_provider if telemetry is not None else None
@@ -59,6 +60,23 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
         )
     echo_request_id(app)  # outermost: X-Request-ID on every response, unhandled-error 500s included
     return app
+
+
+def _add_debug_pages(app: Any) -> None:
+    """``/debug`` and below (victor_otel.debugpages); they answer 404 while ``debug_pages`` is off."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    async def debug(request: Request) -> Response:
+        rest = request.path_params.get("page", "")  # not url.path: the app may be mounted under a prefix
+        page = debugpages.respond(
+            request.method, f"{debugpages.PREFIX}/{rest}", request.url.query, request.headers.get("authorization")
+        )
+        return Response(page.body, page.status, headers=page.headers, media_type=page.content_type)
+
+    prefix = debugpages.PREFIX
+    for path in (prefix, prefix + "/{page:path}"):
+        app.add_route(path, debug, methods=["GET", "HEAD"], include_in_schema=False)
 
 
 def _is_fastapi(app: Any) -> bool:
