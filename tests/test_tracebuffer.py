@@ -81,6 +81,7 @@ def test_spans_per_trace_and_pending_traces_are_bounded(buffered: tuple[TracerPr
     roots = [tracer.start_span(f"r{i}") for i in range(tracebuffer.MAX_PENDING + 20)]
     for root in roots:  # children end, their roots never do: pending traces, bounded
         tracer.start_span("c", context=trace.set_span_in_context(root)).end()
+    buffer.drain()
     assert len(buffer._pending) == tracebuffer.MAX_PENDING
 
 

@@ -1,8 +1,9 @@
 """Recent traces in bounded memory, with the log records written during them, for the ``/debug`` pages.
 
-:class:`TraceBuffer` is a ``SpanProcessor``: ``on_end`` appends the span to its trace's pending list
-(one lock, one dict lookup); when the trace's local root ends, the trace is complete and kept in three
-bounded places, as OpenTelemetry's zPages do with their latency buckets:
+:class:`TraceBuffer` is a ``SpanProcessor`` whose ``on_end`` only appends the span to a queue: every
+:data:`BATCH` spans (and before every read) the calling thread sorts the queue in one pass. Spans wait
+for their trace's local root; when it has ended, the trace is complete and kept in three bounded places,
+as OpenTelemetry's zPages do with their latency buckets:
 
 - the :data:`RECENT` latest traces, whatever they did;
 - the :data:`FAILED` latest traces with a span in error;
@@ -21,8 +22,12 @@ recorded trace is current, and only when a logger let them through its level.
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
+import functools
+import itertools
 import logging
+import operator
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -48,9 +53,12 @@ MAX_SPANS = 200
 MAX_LOGS = 100
 #: Traces whose root has not ended yet, kept while they run; the oldest is forgotten past it.
 MAX_PENDING = 256
+#: Spans queued by ``on_end`` before they are sorted (a per-span cost of a few list operations, paid by
+#: the thread whose span completes the batch).
+BATCH = 2048
 
+_BOUNDS_NS = tuple(int(bound * 1e9) for bound in LATENCY_BOUNDS)
 COORDINATOR_ATTRIBUTE = "victor.coordinator"
-OUTCOME_ATTRIBUTE = "victor.outcome"
 REQUEST_ID_ATTRIBUTE = "victor.request_id"
 
 
@@ -63,22 +71,31 @@ class LogEntry:
     exception: str | None = None
 
 
-@dataclass
 class TraceRecord:
-    """One complete trace as recorded in this process."""
+    """One complete trace as recorded in this process.
 
-    trace_id: int
-    spans: list[ReadableSpan]
-    logs: list[LogEntry]
-    dropped_spans: int = 0
-    dropped_logs: int = 0
-    #: Filled by :meth:`summarise`.
-    root: ReadableSpan | None = None
-    start_ns: int = 0
-    end_ns: int = 0
-    failed: bool = False
-    coordinators: tuple[str, ...] = ()
-    request_id: str | None = None
+    What the buffer needs to keep it (root, time range, outcome) is set when the trace completes; the
+    coordinators and the request ID are read from the spans when first asked for (off the hot path).
+    """
+
+    __slots__ = ("_summary", "dropped_logs", "dropped_spans", "end_ns", "failed", "homes", "logs", "root",
+                 "spans", "start_ns", "trace_id")
+
+    def __init__(self, trace_id: int, root: ReadableSpan, spans: list[ReadableSpan], logs: list[LogEntry],
+                 dropped_spans: int = 0, dropped_logs: int = 0) -> None:
+        self.trace_id = trace_id
+        self.root = root
+        self.spans = spans
+        self.logs = logs
+        self.dropped_spans = dropped_spans
+        self.dropped_logs = dropped_logs
+        self.start_ns = root.start_time or 0
+        self.end_ns = root.end_time or self.start_ns
+        error = StatusCode.ERROR
+        self.failed = any(span.status.status_code is error for span in spans)
+        #: In how many of the buffer's groups this record is (it is forgotten at 0).
+        self.homes = 0
+        self._summary: tuple[tuple[str, ...], str | None] | None = None
 
     @property
     def duration(self) -> float:
@@ -90,38 +107,79 @@ class TraceRecord:
 
     @property
     def name(self) -> str:
-        return self.root.name if self.root is not None else "?"
+        return self.root.name
 
-    def summarise(self) -> None:
-        """Compute the root, the time range, the outcome, the coordinators and the request ID."""
-        spans = self.spans
-        ids = {s.context.span_id for s in spans if s.context is not None}
-        roots = [s for s in spans if s.parent is None or s.parent.span_id not in ids]
-        self.root = min(roots or spans, key=lambda s: s.start_time or 0)
-        self.start_ns = min(s.start_time or 0 for s in spans)
-        self.end_ns = max(s.end_time or 0 for s in spans)
-        coordinators: dict[str, None] = {}
-        failed = False
-        request_id = None
+    @property
+    def coordinators(self) -> tuple[str, ...]:
+        return self._summarise()[0]
+
+    @property
+    def request_id(self) -> str | None:
+        return self._summarise()[1]
+
+    def _summarise(self) -> tuple[tuple[str, ...], str | None]:
+        summary = self._summary
+        if summary is None:
+            coordinators: dict[str, None] = {}
+            request_id = None
+            for span in self.spans:
+                attributes = span.attributes or {}
+                coordinator = attributes.get(COORDINATOR_ATTRIBUTE)
+                if isinstance(coordinator, str):
+                    coordinators[coordinator] = None
+                rid = attributes.get(REQUEST_ID_ATTRIBUTE)
+                if request_id is None and isinstance(rid, str):
+                    request_id = rid
+            summary = self._summary = (tuple(coordinators), request_id)
+        return summary
+
+    def merge(self, spans: list[ReadableSpan], logs: list[LogEntry], dropped_spans: int, dropped_logs: int) -> None:
+        """Add the spans of another local root of this trace (a trace that came back to this process)."""
+        room = max(MAX_SPANS - len(self.spans), 0)
+        self.spans.extend(spans[:room])
+        self.dropped_spans += dropped_spans + max(len(spans) - room, 0)
+        room = max(MAX_LOGS - len(self.logs), 0)
+        self.logs.extend(logs[:room])
+        self.dropped_logs += dropped_logs + max(len(logs) - room, 0)
         for span in spans:
-            attributes = span.attributes or {}
-            if span.status.status_code is StatusCode.ERROR or attributes.get(OUTCOME_ATTRIBUTE) == "error":
-                failed = True
-            coordinator = attributes.get(COORDINATOR_ATTRIBUTE)
-            if isinstance(coordinator, str):
-                coordinators[coordinator] = None
-            rid = attributes.get(REQUEST_ID_ATTRIBUTE)
-            if request_id is None and isinstance(rid, str):
-                request_id = rid
-        self.failed, self.coordinators, self.request_id = failed, tuple(coordinators), request_id
+            self.start_ns = min(self.start_ns, span.start_time or self.start_ns)
+            self.end_ns = max(self.end_ns, span.end_time or self.end_ns)
+        self.failed = self.failed or any(span.status.status_code is StatusCode.ERROR for span in spans)
+        self._summary = None
+
+
+def _getters() -> tuple[Callable[[Any], Any], ...]:
+    """Readers of a ``ReadableSpan``'s parent, status code, start and end time and context, for
+    :meth:`TraceBuffer.drain`, which maps them over a whole batch.
+
+    The SDK returns each field from a Python property (a function call each); read from the slots behind
+    those properties, a ``map`` over a batch runs without one Python call per span, which is what keeps the
+    recording within its budget (the P1 debug benchmark). Checked on opentelemetry-sdk 1.39 and 1.40
+    (``_parent``, ``_status._status_code``, ``_start_time``, ``_end_time``, ``_context``); an SDK without
+    them gets the public properties, slower but the same.
+    """
+    private = ("_parent", "_status._status_code", "_start_time", "_end_time", "_context")
+    public = ("parent", "status.status_code", "start_time", "end_time", "context")
+    probe = ReadableSpan(name="probe", start_time=1, end_time=2)
+    try:
+        if all(operator.attrgetter(a)(probe) == operator.attrgetter(b)(probe)
+               for a, b in zip(private, public, strict=True)):
+            return tuple(operator.attrgetter(name) for name in private)
+    except AttributeError:
+        pass
+    return tuple(operator.attrgetter(name) for name in public)
+
+
+_PARENT, _STATUS_CODE, _START, _END, _CONTEXT = _getters()
+_BUCKET_OF = functools.partial(bisect.bisect_left, _BOUNDS_NS)
+_IS_ERROR = functools.partial(operator.is_, StatusCode.ERROR)
 
 
 @dataclass
 class _Pending:
     spans: list[ReadableSpan] = field(default_factory=list)
-    logs: list[LogEntry] = field(default_factory=list)
     dropped_spans: int = 0
-    dropped_logs: int = 0
+    failed: bool = False
 
 
 class TraceBuffer(SpanProcessor):
@@ -141,10 +199,16 @@ class TraceBuffer(SpanProcessor):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        #: Ended spans not sorted yet. ``deque.append`` and ``popleft`` are atomic: no lock on the hot path.
+        self._queue: deque[ReadableSpan] = deque()
         self._pending: dict[int, _Pending] = {}
+        self._logs: dict[int, list[LogEntry]] = {}
+        self._dropped_logs: dict[int, int] = {}
         self._recent: deque[TraceRecord] = deque(maxlen=RECENT)
         self._failed: deque[TraceRecord] = deque(maxlen=FAILED)
         self._buckets = [deque[TraceRecord](maxlen=PER_BUCKET) for _ in range(len(LATENCY_BOUNDS) + 1)]
+        #: Every kept record by trace ID (each is in one to three of the groups above).
+        self._kept: dict[int, TraceRecord] = {}
         self._previous_factory: Callable[..., logging.LogRecord] | None = None
         self._factory: Callable[..., logging.LogRecord] | None = None
 
@@ -154,82 +218,138 @@ class TraceBuffer(SpanProcessor):
         pass
 
     def on_end(self, span: ReadableSpan) -> None:
-        context = span.context
-        if context is None:
+        queue = self._queue
+        queue.append(span)
+        if len(queue) >= BATCH:
+            self.drain()
+
+    def drain(self) -> None:
+        """Sort the queued spans into pending and kept traces (one thread at a time)."""
+        with self._lock:
+            queue = self._queue
+            count = len(queue)
+            if not count:
+                return
+            spans = list(map(deque.popleft, itertools.repeat(queue, count)))  # atomic pops, in C
+            parents = list(map(_PARENT, spans))
+            if parents.count(None) == count:  # only roots (spans of their own traces): no per-span loop
+                self._file_roots(spans)
+                return
+            roots: list[ReadableSpan] = []
+            pending, kept = self._pending, self._kept
+            error = StatusCode.ERROR
+            for span, parent in zip(spans, parents, strict=True):
+                if parent is None or parent.is_remote:
+                    roots.append(span)
+                    continue
+                trace_id = _CONTEXT(span).trace_id
+                record = kept.get(trace_id)
+                if record is not None:  # it ended after its root (a span left running): join its trace
+                    record.merge([span], [], 0, 0)
+                    continue
+                waiting = pending.get(trace_id)
+                if waiting is None:
+                    if len(pending) >= MAX_PENDING:
+                        del pending[next(iter(pending))]
+                    waiting = pending[trace_id] = _Pending()
+                if len(waiting.spans) < MAX_SPANS:
+                    waiting.spans.append(span)
+                else:
+                    waiting.dropped_spans += 1
+                if _STATUS_CODE(span) is error:
+                    waiting.failed = True
+            if roots:
+                self._file_roots(roots)
+
+    def _file_roots(self, roots: list[ReadableSpan]) -> None:
+        """Keep the complete traces worth keeping (under the lock). Of a batch only the last :data:`RECENT`,
+        the last :data:`FAILED` failed and the last :data:`PER_BUCKET` of each latency bucket can stay, so
+        only those are built; the others are classified by ``map`` over the batch, never one by one."""
+        count = len(roots)
+        buckets = list(map(_BUCKET_OF, map(operator.sub, map(_END, roots), map(_START, roots))))
+        failed = list(itertools.compress(range(count), map(_IS_ERROR, map(_STATUS_CODE, roots))))
+        waiting: list[_Pending | None] = [None] * count
+        pending, logs = self._pending, self._logs
+        if pending or logs:  # traces with children or log records: their entries leave with them
+            for index, context in enumerate(map(_CONTEXT, roots)):
+                waiting[index] = found = pending.pop(context.trace_id, None) if pending else None
+                if found is not None and found.failed and index not in failed:
+                    failed.append(index)
+            failed.sort()
+        chosen = set(range(max(count - RECENT, 0), count))
+        chosen.update(failed[-FAILED:])
+        backwards = buckets[::-1]
+        for bucket, n in collections.Counter(buckets).items():
+            position = -1
+            for _ in range(min(n, PER_BUCKET)):  # the last PER_BUCKET of this bucket
+                position = backwards.index(bucket, position + 1)
+                chosen.add(count - 1 - position)
+        for index in sorted(chosen):  # oldest first, so that the latest stay
+            root = roots[index]
+            trace_id = _CONTEXT(root).trace_id
+            found = waiting[index]
+            spans = [root] if found is None else [*found.spans, root]
+            dropped = found.dropped_spans if found is not None else 0
+            if len(spans) > MAX_SPANS:
+                dropped += len(spans) - MAX_SPANS
+                spans = spans[:MAX_SPANS]
+            entries = logs.pop(trace_id, None) if logs else None
+            record = TraceRecord(trace_id, root, spans, entries or [], dropped, self._dropped_logs.pop(trace_id, 0))
+            self._keep(record, buckets[index])
+        if logs:  # the records of traces that were not kept
+            for context in map(_CONTEXT, roots):
+                if logs.pop(context.trace_id, None) is not None:
+                    self._dropped_logs.pop(context.trace_id, None)
+
+    def _keep(self, record: TraceRecord, bucket: int) -> None:
+        """File a complete trace (under the lock): recent, its latency bucket, failed."""
+        known = self._kept.get(record.trace_id)
+        if known is not None:  # a second local root of a trace already kept: one trace, more spans
+            known.merge(record.spans, record.logs, record.dropped_spans, record.dropped_logs)
             return
-        trace_id = context.trace_id
-        with self._lock:
-            pending = self._pending.get(trace_id)
-            if pending is None:
-                pending = self._open(trace_id)
-            if len(pending.spans) < MAX_SPANS:
-                pending.spans.append(span)
-            else:
-                pending.dropped_spans += 1
-        parent = span.parent
-        if parent is None or parent.is_remote:  # the local root ended: the trace is complete here
-            self._complete(trace_id)
+        self._kept[record.trace_id] = record
+        self._file(self._recent, record)
+        self._file(self._buckets[bucket], record)
+        if record.failed:
+            self._file(self._failed, record)
 
-    def _open(self, trace_id: int) -> _Pending:
-        """A new pending trace (under the lock), forgetting the oldest past :data:`MAX_PENDING`."""
-        if len(self._pending) >= MAX_PENDING:
-            del self._pending[next(iter(self._pending))]
-        pending = self._pending[trace_id] = _Pending()
-        return pending
-
-    def _complete(self, trace_id: int) -> None:
-        with self._lock:
-            pending = self._pending.pop(trace_id, None)
-            if pending is None or not pending.spans:
-                return
-            record = self._find(trace_id)
-            if record is not None:  # a second local root of a trace already kept: one trace, more spans
-                room = MAX_SPANS - len(record.spans)
-                record.spans.extend(pending.spans[:max(room, 0)])
-                record.dropped_spans += pending.dropped_spans + max(len(pending.spans) - max(room, 0), 0)
-                record.logs.extend(pending.logs[:max(MAX_LOGS - len(record.logs), 0)])
-                record.summarise()
-                return
-        record = TraceRecord(trace_id, pending.spans, pending.logs, pending.dropped_spans, pending.dropped_logs)
-        record.summarise()  # outside the lock: it reads only this record's spans
-        with self._lock:
-            self._recent.append(record)
-            self._buckets[bisect.bisect_left(LATENCY_BOUNDS, record.duration)].append(record)
-            if record.failed:
-                self._failed.append(record)
-
-    def _find(self, trace_id: int) -> TraceRecord | None:
-        for group in (self._recent, self._failed, *self._buckets):
-            for record in group:
-                if record.trace_id == trace_id:
-                    return record
-        return None
+    def _file(self, group: deque[TraceRecord], record: TraceRecord) -> None:
+        if len(group) == group.maxlen:
+            leaving = group[0]
+            leaving.homes -= 1
+            if leaving.homes == 0:
+                del self._kept[leaving.trace_id]
+        group.append(record)
+        record.homes += 1
 
     # -- reading -----------------------------------------------------------------------------------
 
     def traces(self) -> list[TraceRecord]:
         """Every kept trace once, the latest first."""
+        self.drain()
         with self._lock:
-            seen: dict[int, TraceRecord] = {}
-            for group in (self._recent, self._failed, *self._buckets):
-                for record in group:
-                    seen.setdefault(record.trace_id, record)
-            records = list(seen.values())
+            records = list(self._kept.values())
         records.sort(key=lambda r: r.start_ns, reverse=True)
         return records
 
     def get(self, trace_id: int) -> TraceRecord | None:
+        self.drain()
         with self._lock:
-            return self._find(trace_id)
+            return self._kept.get(trace_id)
 
     def bucket_counts(self) -> list[int]:
         """How many traces each latency bucket holds now (for the page's summary)."""
+        self.drain()
         with self._lock:
             return [len(bucket) for bucket in self._buckets]
 
     def clear(self) -> None:
         with self._lock:
+            self._queue.clear()
             self._pending.clear()
+            self._logs.clear()
+            self._dropped_logs.clear()
+            self._kept.clear()
             self._recent.clear()
             self._failed.clear()
             for bucket in self._buckets:
@@ -272,19 +392,30 @@ class TraceBuffer(SpanProcessor):
             # Formatted now: keeping the traceback object would keep every frame's locals alive.
             exception = logging.Formatter().formatException(record.exc_info)
         entry = LogEntry(record, context.span_id, exception)
+        trace_id = context.trace_id
         with self._lock:
-            pending = self._pending.get(context.trace_id)
-            if pending is None:
-                pending = self._open(context.trace_id)
-            if len(pending.logs) < MAX_LOGS:
-                pending.logs.append(entry)
+            kept = self._kept.get(trace_id)
+            if kept is not None:  # written after its trace was filed
+                kept.merge([], [entry], 0, 0)
+                return
+            logs = self._logs
+            entries = logs.get(trace_id)
+            if entries is None:
+                if len(logs) >= MAX_PENDING:  # traces that were never kept: forget the oldest
+                    forgotten = next(iter(logs))
+                    del logs[forgotten]
+                    self._dropped_logs.pop(forgotten, None)
+                entries = logs[trace_id] = []
+            if len(entries) < MAX_LOGS:
+                entries.append(entry)
             else:
-                pending.dropped_logs += 1
+                self._dropped_logs[trace_id] = self._dropped_logs.get(trace_id, 0) + 1
 
     # -- SpanProcessor -----------------------------------------------------------------------------
 
     def shutdown(self) -> None:
         self.uninstall_log_capture()
+        self.drain()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
