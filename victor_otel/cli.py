@@ -111,6 +111,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0 (0: no synthetic load)")
+    return value
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -157,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="probability that ChatCoordinator.chat fails (default: 0.05)")
     demo.add_argument("--slow-seconds", type=_positive, default=0.5,
                       help="typical latency of AnalysisCoordinator (default: 0.5)")
-    demo.add_argument("--rate", type=float, default=20.0, help="synthetic requests per second (default: 20)")
+    demo.add_argument("--rate", type=_non_negative, default=20.0,
+                      help="synthetic requests per second (default: 20; 0: none)")
     demo.add_argument("--traces-file", default=None,
                       help="where spans go (default: a file in the temp directory; '-' for stdout)")
 
@@ -198,8 +209,40 @@ def build_parser() -> argparse.ArgumentParser:
 # -- demo ------------------------------------------------------------------------------------------
 
 
+#: The extra that brings what ``victor-otel demo`` needs beyond the core dependencies.
+DEMO_EXTRA = "pip install 'victor-otel[demo]'"
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be bound because something listens there already."""
+    if port == 0:
+        return False
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return False  # uvicorn will say what is wrong with the host
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as error:
+        print(f"victor-otel demo: {error.name} is not installed; the demo needs the demo extra: {DEMO_EXTRA}",
+              file=sys.stderr)
+        return EXIT_BAD_VALUE
+    if _port_taken(args.host, args.port):
+        print(f"victor-otel demo: port {args.port} on {args.host} is already in use; choose another with "
+              f"--port (for example --port {args.port + 1 if args.port < 65535 else 8000}, or --port 0 for any "
+              "free port)", file=sys.stderr)
+        return EXIT_BAD_VALUE
 
     import victor_otel
     from victor_otel.demo import create_app, default_traces_file
@@ -601,6 +644,23 @@ def run_metrics(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can be caught, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (``victor-otel metrics | head``): stop quietly, as other commands do. Standard
+        # output is pointed at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+#: Exit status when standard output was closed by its reader (128 + SIGPIPE, as a shell reports it).
+EXIT_BROKEN_PIPE = 141
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args: Any = build_parser().parse_args(argv)
     if args.command == "demo":
         return run_demo(args)

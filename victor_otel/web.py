@@ -6,6 +6,7 @@ from typing import Any
 
 from victor_otel import bootstrap, debugpages, workers
 from victor_otel.context import RequestIdMiddleware, echo_request_id
+from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
 from victor_otel.exposition import metrics_endpoint
 from victor_otel.health import setup_health_endpoints
 
@@ -26,6 +27,7 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
     >>> sorted(r.path for r in app.routes)
     ['/debug', '/debug/{page:path}', '/health', '/health/detailed', '/health/live', '/health/ready', '/metrics']
     """
+    _check_app(app)
     if getattr(app.state, "victor_otel_instrumented", False):
         return app  # calling it twice must not add routes or middleware twice
     app.state.victor_otel_instrumented = True
@@ -60,6 +62,25 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
         )
     echo_request_id(app)  # outermost: X-Request-ID on every response, unhandled-error 500s included
     return app
+
+
+#: What to install when Starlette is missing (it is a dependency; FastAPI comes with the demo extra).
+WEB_EXTRA = "pip install 'victor-otel[demo]' (FastAPI and uvicorn) or pip install starlette"
+
+
+def _check_app(app: Any) -> None:
+    """One clear error for the everyday mistakes: Starlette missing, or an app that is not an ASGI one of
+    Starlette or FastAPI."""
+    try:
+        import starlette  # noqa: F401
+    except ImportError:
+        raise VictorOtelInitError(f"instrument_app() needs Starlette or FastAPI, which is not installed: {WEB_EXTRA}") \
+            from None
+    if not (hasattr(app, "add_route") and hasattr(app, "add_middleware") and hasattr(app, "state")):
+        raise VictorOtelConfigError(
+            f"instrument_app(): {type(app).__module__}.{type(app).__qualname__} is not a Starlette or FastAPI "
+            "application; pass one (for another framework, route victor_otel.metrics_endpoint() yourself)"
+        )
 
 
 def _add_debug_pages(app: Any) -> None:
