@@ -132,7 +132,7 @@ table{border-collapse:collapse;background:#fff}th,td{padding:.25em .7em;border-b
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}.err{color:#b3261e;font-weight:600}.ok{color:#1e7b34}
 .muted{color:#6b7280}form{margin:.5em 0 1em}form>*{margin-right:.6em}
 .cols{display:grid;grid-template-columns:minmax(0,3fr) minmax(0,2fr);gap:1em}
-.wf{background:#fff;border:1px solid #e3e6ec}.row{display:grid;grid-template-columns:minmax(12em,30%) 1fr;
+.wf{background:#fff;border:1px solid #e3e6ec}.row{display:grid;grid-template-columns:minmax(14em,38%) 1fr;
 border-bottom:1px solid #f0f1f4}.label{padding:.2em .5em;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .track{position:relative;height:1.6em}.bar{position:absolute;top:.35em;height:.9em;background:#5b8def;border-radius:2px;
 min-width:2px}.bar.error{background:#d9453c}.dur{position:absolute;top:.2em;font-size:.8em;color:#374151;white-space:nowrap}
