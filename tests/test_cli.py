@@ -76,6 +76,23 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           timeout=60, env={**os.environ, **(env or {})})
 
 
+def test_the_demos_spans_file_keeps_two_runs_at_most(tmp_path: Path) -> None:
+    env = {"TMPDIR": str(tmp_path), "VICTOR_OTEL_TRACES_FILE": ""}
+    spans = tmp_path / "victor-otel-demo-traces.jsonl"
+    runs = []
+    for _ in range(3):
+        result = run_cli("demo", "--port", "0", "--duration", "1", "--rate", "50", env=env)
+        assert result.returncode == 0, result.stderr
+        assert str(spans) in result.stdout  # the line that names the file
+        runs.append(spans.read_bytes())
+        assert runs[-1].count(b'"name": "ChatCoordinator.chat"') > 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("victor-otel-demo")) == [
+        spans.name, spans.name + ".1",
+    ]
+    assert (tmp_path / (spans.name + ".1")).read_bytes() == runs[1]  # the previous run, whole
+    assert runs[0] not in runs[2], "the third run's file does not hold the first run's spans"
+
+
 def test_a_negative_rate_is_one_line_not_a_traceback() -> None:
     result = run_cli("demo", "--rate", "-5")
     assert result.returncode == 2

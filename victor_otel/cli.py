@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run a demo app with three coordinators under synthetic load, serving /metrics",
+        help="run a demo app with three coordinators under synthetic load, serving /metrics and /debug",
         description="Run a FastAPI app with three instrumented coordinators (one failing sometimes, one "
         "slow, one with a cache) under a synthetic load, serving /metrics on HOST:PORT. Every second it "
         "prints the calls, errors and p95 latency of each coordinator over the sliding window: one line "
@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=_non_negative, default=20.0,
                       help="synthetic requests per second (default: 20; 0: none)")
     demo.add_argument("--traces-file", default=None,
-                      help="where spans go (default: a file in the temp directory; '-' for stdout)")
+                      help="where spans go, appended (default: a file in the temp directory, started afresh "
+                           "each run with the previous run's kept as .1; '-' for stdout)")
 
     check = commands.add_parser(
         "check",
@@ -245,9 +246,11 @@ def run_demo(args: argparse.Namespace) -> int:
         return EXIT_BAD_VALUE
 
     import victor_otel
-    from victor_otel.demo import create_app, default_traces_file
+    from victor_otel.demo import create_app, default_traces_file, start_traces_file
 
     traces_file = args.traces_file or os.environ.get("VICTOR_OTEL_TRACES_FILE") or default_traces_file()
+    if traces_file == default_traces_file():
+        start_traces_file(traces_file)  # the demo's own file: this run's spans, and the previous run's in .1
     telemetry = victor_otel.init(
         service_name=os.environ.get("OTEL_SERVICE_NAME") or "victor-demo",
         traces_file=None if traces_file == "-" else traces_file,

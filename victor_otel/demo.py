@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import tempfile
 from collections.abc import AsyncIterator
@@ -126,3 +127,19 @@ def create_app(
 
 def default_traces_file() -> str:
     return str(Path(tempfile.gettempdir()) / "victor-otel-demo-traces.jsonl")
+
+
+def start_traces_file(path: str) -> None:
+    """Begin a run's spans file afresh, keeping the previous run's as ``<path>.1`` (and no older one), so
+    that runs of the demo do not make it grow without bound.
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "spans.jsonl")
+    >>> for run in ("first", "second", "third"):
+    ...     start_traces_file(path)
+    ...     _ = open(path, "a").write(run)
+    >>> open(path).read(), open(path + ".1").read(), os.path.exists(path + ".2")
+    ('third', 'second', False)
+    """
+    if os.path.exists(path):
+        os.replace(path, path + ".1")
