@@ -4,6 +4,9 @@ traces kept longer, log records of a trace kept with it."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -125,3 +128,28 @@ def test_log_capture_restores_the_record_factory_on_shutdown() -> None:
     assert logging.getLogRecordFactory() is not before
     provider.shutdown()
     assert logging.getLogRecordFactory() is before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_a_fresh_buffer_even_with_the_lock_held(
+    buffered: tuple[TracerProvider, TraceBuffer],
+) -> None:
+    provider, buffer = buffered
+    one_trace(provider)
+    assert len(buffer.traces()) == 1
+    with buffer._lock:  # held at the fork, as another thread's drain could hold it
+        pid = os.fork()
+        if pid == 0:  # the child: without a renewed lock, this would wait for ever
+            os._exit(0 if buffer.traces() == [] else 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the child hung on the buffer's lock")
+    assert len(buffer.traces()) == 1  # the parent keeps its own

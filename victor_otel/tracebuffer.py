@@ -29,6 +29,7 @@ import itertools
 import logging
 import operator
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import StatusCode
+
+from victor_otel import forking
 
 #: Upper bounds (seconds) of the latency buckets of kept traces, zPages' own: 10 us .. 100 s.
 LATENCY_BOUNDS = (1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
@@ -199,6 +202,7 @@ class TraceBuffer(SpanProcessor):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        _BUFFERS.add(self)
         #: Ended spans not sorted yet. ``deque.append`` and ``popleft`` are atomic: no lock on the hot path.
         self._queue: deque[ReadableSpan] = deque()
         self._pending: dict[int, _Pending] = {}
@@ -419,6 +423,21 @@ class TraceBuffer(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+#: Every live buffer, for the fork hook.
+_BUFFERS: weakref.WeakSet[TraceBuffer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child records its own traces (the parent's are the parent's), under locks of its own: another
+    thread may have held one at the fork."""
+    for buffer in list(_BUFFERS):
+        buffer._lock = threading.Lock()
+        buffer.clear()
+
+
+forking.on_fork(after_in_child=_after_fork_in_child)
 
 
 def matching(
