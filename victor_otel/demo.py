@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
 import victor_otel
 
 
@@ -70,8 +72,11 @@ async def synthetic_load(coordinators: dict[str, Any], rate: float, seed: int | 
     rng = random.Random(seed)
     pending: set[asyncio.Task[Any]] = set()
 
+    tracer = trace.get_tracer("victor_otel.demo")
+
     async def one_request() -> None:
-        with contextlib.suppress(ModelUnavailableError):
+        # One trace per request (its coordinator calls as children), as a server span would make it.
+        with tracer.start_as_current_span("demo request"), contextlib.suppress(ModelUnavailableError):
             await coordinators["retrieval"].retrieve(rng.randint(0, 20))
             await coordinators["chat"].chat("hello victor")
             async for _ in coordinators["chat"].stream("a streamed answer"):
