@@ -216,3 +216,19 @@ def test_standalone_pages_only_on_loopback_unless_a_token_guards_them() -> None:
 
 def test_respond_before_init_is_404() -> None:
     assert debugpages.respond("GET", "/debug", "", None).status == 404
+
+
+def test_secrets_in_span_names_attributes_and_events_never_reach_a_page() -> None:
+    telemetry = start()
+    tracer = telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span(f"call with api_key={SECRET}") as span:
+        span.set_attribute("http.url", f"https://user:hunter2pass@example.org/x?token={SECRET}")
+        span.set_attribute("authorization", "Bearer abcdefghijklmnopqrstuvwxyz012345")
+        span.add_event("retry", {"detail": f"key {SECRET}"})
+    with TestClient(victor_otel.instrument_app(Starlette())) as c:
+        listing = c.get("/debug/traces").text
+        (trace_id,) = rows(listing, "trace")
+        page = c.get(f"/debug/traces/{trace_id}").text
+    for html in (listing, page):
+        assert SECRET not in html and "hunter2pass" not in html and "abcdefghijklmnopqrstuvwxyz012345" not in html
+    assert "[REDACTED]" in page and "retry" in page

@@ -109,7 +109,8 @@ def respond(
         if record is None:
             return _page(404, "Trace not found",
                          f"<p>No trace {_e(trace_hex[:64])} is kept here (any more).</p>", settings)
-        return _page(200, f"Trace {record.name}", trace_html(record, settings.debug_trace_url), settings)
+        title = f"Trace {get_redactor().text(record.name)}"
+        return _page(200, title, trace_html(record, settings.debug_trace_url), settings)
     return _page(404, "Not found", "<p>No such page.</p>", settings)
 
 
@@ -245,13 +246,14 @@ def traces_html(
     )
     shown = matching(records, coordinator or None, outcome or None, request_id or None)
     rows = []
+    redact = get_redactor().text
     for record in shown:
         started = time.strftime("%H:%M:%S", time.localtime(record.start_ns / 1e9))
         millis = f".{record.start_ns // 1_000_000 % 1000:03d}"
         state = '<span class=err>error</span>' if record.failed else '<span class=ok>ok</span>'
         rows.append(
             f'<tr class=trace data-trace-id="{record.trace_id_hex}"><td>{started}{millis}</td>'
-            f'<td><a href="{PREFIX}/traces/{record.trace_id_hex}">{_e(record.name)}</a></td>'
+            f'<td><a href="{PREFIX}/traces/{record.trace_id_hex}">{_e(redact(record.name))}</a></td>'
             f"<td>{_e(', '.join(record.coordinators))}</td><td class=n>{_seconds(record.duration)}</td>"
             f"<td class=n>{len(record.spans)}</td><td>{state}</td><td>{_e(record.request_id or '')}</td></tr>"
         )
