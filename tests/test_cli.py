@@ -259,7 +259,8 @@ def test_metrics_table_lists_the_contract(capsys: pytest.CaptureFixture[str]) ->
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["NAME", "TYPE", "LABELS", "UNIT", "DESCRIPTION"]
     assert [line.split()[0] for line in lines[1:]] == [spec.prometheus_name for spec in instruments.CONTRACT]
-    assert "victor_coordinator_errors_total            counter    coordinator,method,error_type" in "\n".join(lines)
+    assert "victor_coordinator_errors_total            counter    coordinator,method " in "\n".join(lines)
+    assert "victor_coordinator_errors_by_type_total    counter    coordinator,method,error_type" in "\n".join(lines)
 
 
 def test_metrics_json_is_the_contract(capsys: pytest.CaptureFixture[str]) -> None:

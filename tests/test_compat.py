@@ -38,7 +38,7 @@ def test_seed_quick_start_over_a_real_socket() -> None:
     assert "# TYPE victor_coordinator_executions_total counter" in text
     assert 'victor_coordinator_executions_total{coordinator="ChatCoordinator",method="execute"} 2.0' in text
     assert (
-        'victor_coordinator_errors_total{coordinator="ChatCoordinator",error_type="ExecutionFailed",'
+        'victor_coordinator_errors_by_type_total{coordinator="ChatCoordinator",error_type="ExecutionFailed",'
         'method="execute"} 1.0' in text
     )
     assert 'error_type="Timeout"' in text
@@ -106,7 +106,7 @@ def test_a_named_error_type_reaches_the_metric_and_the_execution_log() -> None:
         victor_otel.teardown_coordinator_logging()
     (record,) = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert record["level"] == "ERROR" and record["error_type"] == "Timeout"
-    assert value(scrape(), "victor_coordinator_errors_total", coordinator="Tool", method="execute",
+    assert value(scrape(), "victor_coordinator_errors_by_type_total", coordinator="Tool", method="execute",
                  error_type="Timeout") == 1
 
 
@@ -115,3 +115,12 @@ def test_the_seed_exporter_alone_exports_health_statuses_from_its_first_scrape(m
     get_coordinator_metrics_collector().track_execution("ChatCoordinator", 5.0)
     text = get_prometheus_exporter().export_metrics()  # no init(), no probe before
     assert 'victor_health_status{check="ChatCoordinator:error_rate",coordinator="ChatCoordinator"} 1.0' in text
+
+
+def test_stats_have_no_ratio_over_an_empty_window(telemetry: Any) -> None:
+    collector = get_coordinator_metrics_collector()
+    collector.track_execution("Calls", duration_ms=5.0, success=False)
+    collector.record_cache_miss("CacheOnly")
+    calls, cache_only = collector.get_coordinator_stats("Calls"), collector.get_coordinator_stats("CacheOnly")
+    assert calls["error_rate"] == 1.0 and calls["cache_hit_rate"] is None  # no lookup: unknown, not 0 %
+    assert cache_only["cache_hit_rate"] == 0.0 and cache_only["error_rate"] is None  # no call: unknown

@@ -8,7 +8,7 @@ from victor_otel.config import OPTIONS, Settings
 
 def test_defaults_are_the_embedded_default() -> None:
     settings = Settings.from_sources({}, {})
-    assert settings.traces_exporter == ("console",)
+    assert settings.traces_exporter == ("none",)  # nothing on the application's standard output
     assert settings.metrics_exporter == ("prometheus",)
     assert settings.metrics_host == "127.0.0.1"
     assert settings.sources["service_name"] == "default"
@@ -92,8 +92,28 @@ def test_bad_argument_names_the_setting(arguments: dict[str, object], setting: s
 
 def test_every_option_is_a_settings_field_with_the_same_default() -> None:
     defaults = Settings()
+    resolved = Settings.from_sources({}, {})
     for option in OPTIONS:
+        if option.default is None and option.name == "traces_exporter":  # resolved from traces_file
+            assert getattr(defaults, option.name) == getattr(resolved, option.name) == ("none",)
+            continue
         assert getattr(defaults, option.name) == option.default, option.name
+
+
+@pytest.mark.parametrize(
+    ("arguments", "environ", "expected"),
+    [
+        ({}, {}, ("none",)),
+        ({"traces_file": "spans.jsonl"}, {}, ("console",)),  # the demo's file
+        ({}, {"VICTOR_OTEL_TRACES_FILE": "spans.jsonl"}, ("console",)),
+        ({"traces_file": "spans.jsonl"}, {"OTEL_TRACES_EXPORTER": "otlp"}, ("otlp",)),
+        ({}, {"OTEL_TRACES_EXPORTER": "console"}, ("console",)),  # standard output: asked for
+    ],
+)
+def test_spans_go_to_standard_output_only_when_asked_for(
+    arguments: dict[str, object], environ: dict[str, str], expected: tuple[str, ...]
+) -> None:
+    assert Settings.from_sources(arguments, environ).traces_exporter == expected
 
 
 def test_differences_name_the_changed_settings() -> None:

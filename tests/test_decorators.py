@@ -20,6 +20,7 @@ from victor_otel import VictorOtelConfigError
 
 EXEC = "victor_coordinator_executions_total"
 ERRORS = "victor_coordinator_errors_total"
+BY_TYPE = "victor_coordinator_errors_by_type_total"
 CANCELLED = "victor_coordinator_cancelled_total"
 
 
@@ -191,7 +192,8 @@ def test_exception_is_reraised_unchanged_and_counted(telemetry: Any, spans: InMe
         tb = tb.tb_next
     assert frames[-1] == "fail"
     samples = scrape()
-    assert value(samples, ERRORS, coordinator="ChatCoordinator", method="fail", error_type="KeyError") == 1
+    assert value(samples, ERRORS, coordinator="ChatCoordinator", method="fail") == 1
+    assert value(samples, BY_TYPE, coordinator="ChatCoordinator", method="fail", error_type="KeyError") == 1
     assert value(samples, EXEC, coordinator="ChatCoordinator", method="fail") == 1
     (span,) = spans.get_finished_spans()
     assert span.name == "ChatCoordinator.fail"
@@ -230,7 +232,8 @@ def test_cancellation_is_not_an_error(telemetry: Any, spans: InMemorySpanExporte
     asyncio.run(main())
     samples = scrape()
     assert value(samples, CANCELLED, coordinator="Slow", method="wait") == 1
-    assert not [k for k in samples if k[0] == ERRORS]
+    assert value(samples, ERRORS, coordinator="Slow", method="wait") == 0
+    assert not [k for k in samples if k[0] == BY_TYPE]
     (span,) = spans.get_finished_spans()
     assert span.status.status_code is StatusCode.UNSET
     assert span.attributes is not None and span.attributes["victor.outcome"] == "cancelled"
@@ -353,7 +356,7 @@ def test_generator_error_mid_stream(telemetry: Any, spans: InMemorySpanExporter)
 
     with pytest.raises(ConnectionError):
         asyncio.run(main())
-    assert value(scrape(), ERRORS, coordinator="Gen", method="broken", error_type="ConnectionError") == 1
+    assert value(scrape(), BY_TYPE, coordinator="Gen", method="broken", error_type="ConnectionError") == 1
     (span,) = spans.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
 
@@ -372,7 +375,8 @@ def test_track_sync_and_async(telemetry: Any, spans: InMemorySpanExporter) -> No
     asyncio.run(main())
     samples = scrape()
     assert value(samples, EXEC, coordinator="Chat", method="retrieve") == 3
-    assert value(samples, ERRORS, coordinator="Chat", method="retrieve", error_type="TimeoutError") == 1
+    assert value(samples, ERRORS, coordinator="Chat", method="retrieve") == 1
+    assert value(samples, BY_TYPE, coordinator="Chat", method="retrieve", error_type="TimeoutError") == 1
     assert [s.name for s in spans.get_finished_spans()] == ["Chat.retrieve"] * 3
 
 

@@ -34,7 +34,8 @@ def test_exact_counters_and_histogram_buckets(telemetry: Any) -> None:
     record("Chat", "chat", 0.02, "ValueError")
     samples = scrape()
     assert value(samples, "victor_coordinator_executions_total", coordinator="Chat", method="chat") == 10
-    assert value(samples, "victor_coordinator_errors_total", coordinator="Chat", method="chat",
+    assert value(samples, "victor_coordinator_errors_total", coordinator="Chat", method="chat") == 1
+    assert value(samples, "victor_coordinator_errors_by_type_total", coordinator="Chat", method="chat",
                  error_type="ValueError") == 1
     total = sum(durations) + 0.02
     assert value(samples, "victor_coordinator_duration_seconds_total", coordinator="Chat",
@@ -89,7 +90,37 @@ def test_window_rates_are_windowed_and_bounded() -> None:
     # The window forgets: inject a later clock instead of sleeping.
     state = get_registry().coordinator("Chat")
     later = state.window.snapshot(__import__("time").monotonic() + 5)
-    assert later.calls == 0 and later.error_rate == 0.0
+    assert later.calls == 0 and later.error_rate is None
+
+
+def test_errors_have_the_labels_of_executions_so_a_ratio_is_one_division(telemetry: Any) -> None:
+    for error in (None, None, "ValueError", "KeyError"):
+        record("Chat", "chat", 0.01, error)
+    record("Chat", "plan", 0.01)
+    samples = scrape()
+    errors = {labels: v for (name, labels), v in samples.items() if name == "victor_coordinator_errors_total"}
+    executions = {labels: v for (name, labels), v in samples.items()
+                  if name == "victor_coordinator_executions_total"}
+    assert errors.keys() == executions.keys()  # every series, 0 included: the seed's division matches 1:1
+    assert {dict(labels)["method"]: errors[labels] / executions[labels] for labels in errors} == {
+        "chat": 0.5, "plan": 0.0,
+    }
+    by_type = {dict(labels)["error_type"]: v for (name, labels), v in samples.items()
+               if name == "victor_coordinator_errors_by_type_total"}
+    assert by_type == {"ValueError": 1, "KeyError": 1}
+    assert sum(by_type.values()) == value(samples, "victor_coordinator_errors_total", coordinator="Chat",
+                                          method="chat")
+
+
+def test_a_ratio_over_an_empty_window_has_no_sample(telemetry: Any) -> None:
+    record("Calls", "m", 0.01)  # calls, no cache lookup
+    victor_otel.record_cache_hit("CacheOnly")  # a cache lookup, no call
+    samples = scrape()
+    assert value(samples, "victor_coordinator_error_rate", coordinator="Calls") == 0.0
+    assert value(samples, "victor_coordinator_cache_hit_rate", coordinator="Calls") is None  # not "0 % hits"
+    assert value(samples, "victor_coordinator_cache_hit_rate", coordinator="CacheOnly") == 1.0
+    assert value(samples, "victor_coordinator_error_rate", coordinator="CacheOnly") is None  # not "no errors"
+    assert value(samples, "victor_coordinator_throughput", coordinator="CacheOnly") == 0.0  # 0 calls/s is true
 
 
 def test_cardinality_cap_folds_into_one_overflow_series(caplog: Any) -> None:

@@ -25,7 +25,7 @@ from starlette.testclient import TestClient
 
 import victor_otel
 from tests.conftest import scrape, value
-from victor_otel import Lifecycle, VictorOtelConfigError, health
+from victor_otel import Lifecycle, VictorOtelConfigError, health, process
 from victor_otel.config import OPTIONS, Settings
 from victor_otel.health import DEFAULT_THRESHOLDS, MEDIA_TYPE, Thresholds, check_health, get_health
 from victor_otel.registry import get_registry
@@ -184,7 +184,7 @@ async def test_memory_warns_and_fails_above_its_thresholds() -> None:
 async def test_cpu_warns_but_never_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     start()
     monkeypatch.setattr(psutil.Process, "cpu_percent", lambda self, interval=None: 950.0)
-    monkeypatch.setattr(get_health(), "_cpu", (0.0, -1e9))  # measure now, whatever the last reading
+    monkeypatch.setattr(process, "CPU_INTERVAL", 0.0)  # measure now, whatever the last reading
     report = await check_health()
     assert report.check("process:cpu").status == "warn" and report.check("process:cpu").observed_value == 950.0
     assert report.status == "warn" and report.http_status == 200

@@ -22,7 +22,7 @@ import pytest
 import victor_otel
 from tests.conftest import scrape, value
 from tests.faults import FaultServer, wait_for
-from victor_otel import bootstrap, workers
+from victor_otel import bootstrap, process, workers
 from victor_otel.registry import get_registry
 
 EXECUTIONS = "victor_coordinator_executions_total"
@@ -104,7 +104,7 @@ def test_a_forked_child_counts_from_zero_with_its_own_identity_and_connection(co
                             if line.startswith("target_info")],
             "same_exporter": telemetry._exporters[0].inner is parent_exporter,
             "before": before, "after": executions(), "exported": telemetry.export_stats()["traces"],
-            "pid_gauge": telemetry._process.pid,
+            "pid_gauge": process.sampler().pid,
         }
 
     result = in_child(child)
@@ -236,11 +236,15 @@ def test_a_coordinator_lock_held_at_fork_time_without_init_does_not_hang_the_chi
     assert result == {"n": 3, "after": 1}  # the child counts its own call only
 
 
-def test_without_fork_hook_state_is_untouched_in_the_parent() -> None:
+def test_the_fork_hooks_leave_the_parent_untouched() -> None:
+    from victor_otel import forking
+
     victor_otel.init(service_name="fork", traces_exporter="none")
     work(1)
-    assert workers._fork_hook_registered
-    assert executions() == 1
+    assert forking._registered and bootstrap._after_fork_in_child in forking._after_in_child
+    forking._run_before()
+    forking._run_parent()  # what a fork does in the parent: hold, then release
+    assert executions() == 1 and not bootstrap._held_at_fork
 
 
 # -- multi-process /metrics -------------------------------------------------------------------------
@@ -261,7 +265,7 @@ def test_every_workers_counts_are_summed_whichever_process_answers(tmp_path: Pat
         seen = scrape()
         victor_otel.shutdown()  # exits: its last snapshot stays behind
         return {"executions": executions(seen),
-                "errors": value(seen, "victor_coordinator_errors_total", coordinator="ForkCoordinator",
+                "errors": value(seen, "victor_coordinator_errors_by_type_total", coordinator="ForkCoordinator",
                                 method="work", error_type="ValueError")}
 
     result = in_child(worker)
@@ -270,8 +274,9 @@ def test_every_workers_counts_are_summed_whichever_process_answers(tmp_path: Pat
     samples = scrape()  # the parent, after the child is gone: a dead worker's counts are kept
     assert executions(samples) == 15
     assert value(samples, LATENCY_COUNT, coordinator="ForkCoordinator", method="work") == 15
-    assert value(samples, "victor_coordinator_errors_total", coordinator="ForkCoordinator", method="work",
+    assert value(samples, "victor_coordinator_errors_by_type_total", coordinator="ForkCoordinator", method="work",
                  error_type="ValueError") == 3
+    assert value(samples, "victor_coordinator_errors_total", coordinator="ForkCoordinator", method="work") == 3
     # Window gauges are recomputed from summed counts: 3 errors out of 15 calls.
     assert value(samples, "victor_coordinator_error_rate", coordinator="ForkCoordinator") == pytest.approx(3 / 15)
     assert len(list(tmp_path.glob("victor-otel-*.json"))) == 2

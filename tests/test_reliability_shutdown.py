@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 import victor_otel
 from tests.faults import FaultServer
-from victor_otel import Lifecycle, workers
+from victor_otel import Lifecycle, bootstrap, workers
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +87,7 @@ def test_init_installs_a_flush_on_sigterm_only_where_there_is_no_handler() -> No
 def test_no_signal_handler_is_touched_from_another_thread() -> None:
     results: list[bool] = []
     victor_otel.init(service_name="drain", traces_exporter="none")
-    thread = threading.Thread(target=lambda: results.extend([workers.wrap_sigterm(), workers.install_exit_handler()]))
+    thread = threading.Thread(target=lambda: results.extend([workers.wrap_sigterm(), bootstrap.install_exit_handler()]))
     thread.start()
     thread.join()
     assert results == [False, False]
@@ -185,7 +185,7 @@ def test_init_outside_the_main_thread_says_once_that_sigterm_will_not_flush(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    monkeypatch.setattr(workers, "_warned_off_main_thread", False)
+    monkeypatch.setattr(bootstrap, "_warned_off_main_thread", False)
 
     def init_and_stop() -> None:
         victor_otel.init(service_name="thread", traces_exporter="none")

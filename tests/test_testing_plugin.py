@@ -91,7 +91,8 @@ def test_metric_values_by_name_and_labels(capotel: CapturedTelemetry) -> None:
     executions = "victor_coordinator_executions_total"
     assert capotel.metric(executions) == 4
     assert capotel.metric(executions, coordinator="ChatCoordinator", method="chat") == 3
-    assert capotel.metric("victor_coordinator_errors_total", error_type="TimeoutError") == 1
+    assert capotel.metric("victor_coordinator_errors_total") == 1
+    assert capotel.metric("victor_coordinator_errors_by_type_total", error_type="TimeoutError") == 1
     assert capotel.metric("victor_coordinator_latency_seconds_count", method="plan") == 1
     assert capotel.metric("victor_coordinator_latency_seconds_bucket", method="chat", le="+Inf") == 3
     assert capotel.metric("victor_coordinator_cache_hits_total", coordinator="ChatCoordinator") == 1
@@ -106,6 +107,15 @@ def test_metric_values_by_name_and_labels(capotel: CapturedTelemetry) -> None:
 def test_an_unknown_metric_name_fails_with_a_suggestion(capotel: CapturedTelemetry) -> None:
     with pytest.raises(AssertionError, match="did you mean 'victor_coordinator_executions_total'"):
         capotel.metric("victor_coordinator_executions")
+
+
+def test_a_label_the_family_does_not_have_fails_and_names_the_family_that_has_it(capotel: CapturedTelemetry) -> None:
+    with pytest.raises(TimeoutError):
+        ChatCoordinator().chat("fail")
+    # errors_total keeps the labels of executions_total; the exception class has a family of its own.
+    with pytest.raises(AssertionError, match="error_type is a label of victor_coordinator_errors_by_type_total"):
+        capotel.metric("victor_coordinator_errors_total", error_type="TimeoutError")
+    assert capotel.metric("victor_coordinator_latency_seconds_bucket", le="+Inf") == 1  # le: histogram buckets
 
 
 # -- logs ----------------------------------------------------------------------------------------------
@@ -241,7 +251,7 @@ USER_TESTS = '''
         assert capotel.span_names() == ["tool.exec", "ToolCoordinator.run", "tool.exec", "ToolCoordinator.run"]
         assert capotel.span("tool.exec", {"tool": f"grep-{round}"}).parent is not None
         assert capotel.metric("victor_coordinator_executions_total", coordinator="ToolCoordinator") == 2
-        assert capotel.metric("victor_coordinator_errors_total", error_type="PermissionError") == 1
+        assert capotel.metric("victor_coordinator_errors_by_type_total", error_type="PermissionError") == 1
         assert [e.message for e in capotel.logs(logger="victor_otel.user")] == [f"ran grep-{round}", "ran rm"]
         assert capotel.init_calls == [{"service_name": "user-app"}]
 

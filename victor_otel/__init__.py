@@ -162,10 +162,27 @@ def init(
     arguments: dict[str, Any] = {
         k: v for k, v in locals().items() if v is not None and k != "span_exporters"
     }
-    from victor_otel import bootstrap
+    # The one wiring point (imported here, not at the top: `import victor_otel` loads the decorators only).
+    from victor_otel import bootstrap, workers
+    from victor_otel.config import Settings
+    from victor_otel.exposition import start_metrics_server
     from victor_otel.health import get_health
 
-    telemetry = bootstrap.init(span_exporters, **arguments)
+    settings = Settings.from_sources(arguments)
+    if settings.multiproc_dir and not settings.disabled:
+        workers.check_directory(settings.multiproc_dir)  # refused before anything is built
+    telemetry = bootstrap.init(span_exporters, **arguments)  # providers, fork and SIGTERM handling (idempotent)
+    try:
+        if (not settings.disabled and settings.multiproc_dir and telemetry.prometheus_registry is not None
+                and telemetry.multiprocess is None):
+            workers.enable_multiprocess(telemetry)
+        if (settings.metrics_port is not None and telemetry.prometheus_registry is not None
+                and telemetry.metrics_server is None):
+            telemetry.metrics_server = start_metrics_server(settings.metrics_port, settings.metrics_host,
+                                                            telemetry=telemetry)
+    except BaseException:
+        bootstrap.shutdown(timeout=1.0)  # nothing half-started stays behind (a taken port, say)
+        raise
     get_health().attach(telemetry)  # victor_health_status in every collection from now on
     return telemetry
 

@@ -12,16 +12,16 @@ import atexit
 import enum
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from types import MappingProxyType
-from typing import IO, Any
+from types import FrameType, MappingProxyType
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
-import psutil
-from opentelemetry import metrics, trace
+from opentelemetry import metrics, propagate, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -48,10 +48,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
-from victor_otel import forking
+from victor_otel import _sdk, decorators, forking, process
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import Settings, check_sdk_environment
+from victor_otel.context import PROPAGATOR
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
 from victor_otel.exporting import (
     CountingLogExporter,
@@ -61,7 +62,13 @@ from victor_otel.exporting import (
     abandon,
     count_drops,
 )
+from victor_otel.exporting import reinit_after_fork as reinit_exporting_after_fork
 from victor_otel.registry import Registry, get_registry
+
+if TYPE_CHECKING:  # the logs SDK is imported only when a logs exporter is configured
+    from opentelemetry.sdk._logs import LoggerProvider
+
+    from victor_otel.tracebuffer import TraceBuffer  # imported only when the /debug pages are on
 
 SCOPE = InstrumentationScope("victor_otel", __version__)
 _logger = logging.getLogger("victor_otel")
@@ -150,6 +157,10 @@ class SerialRegistry(CollectorRegistry):
         with self._serial:
             return iter(list(super().collect()))
 
+    def renew_lock(self) -> None:
+        """In a forked child: a scrape may have held the lock at the fork."""
+        self._serial = threading.Lock()
+
 
 class _LineSpanExporter(ConsoleSpanExporter):
     """Console exporter writing one compact JSON object per span (greppable, jq-able)."""
@@ -161,6 +172,23 @@ class _LineSpanExporter(ConsoleSpanExporter):
     def shutdown(self) -> None:
         if self._file not in (sys.stdout, sys.stderr):
             self._file.close()
+
+
+class Closeable(Protocol):
+    """What the telemetry stops at shutdown (the standalone metrics server)."""
+
+    def close(self) -> None: ...
+
+
+class Snapshots(Protocol):
+    """The multi-process snapshot writer (:class:`victor_otel.workers.Multiprocess`), as the telemetry
+    drives it: a last snapshot at shutdown, a file of its own after fork, one now for ``flush()``."""
+
+    def close(self) -> None: ...
+
+    def reinit_after_fork(self) -> None: ...
+
+    def write(self) -> dict[str, Any]: ...
 
 
 class Telemetry:
@@ -180,25 +208,24 @@ class Telemetry:
         self._started_monotonic = time.monotonic()
         self.lifecycle = Lifecycle.STARTING
         self.resource = build_resource(settings)
+        #: Ours, or the application's own (any API TracerProvider: then victor_otel never flushes it).
         self.tracer_provider: Any = None
         self.meter_provider: MeterProvider | None = None
-        self.logger_provider: Any = None
+        self.logger_provider: LoggerProvider | None = None
         self.tracer: trace.Tracer | None = None
-        self.prometheus_registry: CollectorRegistry | None = None
+        self.prometheus_registry: SerialRegistry | None = None
         self.readers: list[MetricReader] = []
-        self.metrics_server: Any = None
+        self.metrics_server: Closeable | None = None
         #: The /debug pages' recent traces (victor_otel.tracebuffer) when they are on and tracing is ours.
-        self.trace_buffer: Any = None
+        self.trace_buffer: TraceBuffer | None = None
         #: What happened to every span, log record and metric point handed to an exporter.
         self.exports = ExportStats()
         self.producers: list[Producer] = [registry.produce, self.exports.produce]
         #: The multi-process snapshot writer (victor_otel.workers) when multiproc_dir is set.
-        self.multiprocess: Any = None
+        self.multiprocess: Snapshots | None = None
         self._exporters: list[Any] = []  # the counting wrappers, aborted when shutdown runs out of time
         self._owned_tracer_provider = False
         self._owned_meter_provider = False
-        self._process = psutil.Process()
-        self._cpu_lock = threading.Lock()
         #: When the last flush ran out of its budget (``time.time()``); ``None`` once one finished.
         self.flush_stalled_at: float | None = None
 
@@ -247,11 +274,10 @@ class Telemetry:
     # -- process gauges (observable: read at collection time, never on the hot path) --------------
 
     def _observe_memory(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(self._process.memory_info().rss)
+        yield Observation(process.sampler().sample().rss_bytes)
 
     def _observe_cpu(self, options: CallbackOptions) -> Iterable[Observation]:
-        with self._cpu_lock:
-            yield Observation(self._process.cpu_percent(interval=None))
+        yield Observation(process.sampler().sample().cpu_percent)
 
     def _observe_uptime(self, options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(self.uptime)
@@ -296,9 +322,7 @@ def _otlp(signal: str) -> Any:
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             return OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter
+        return _sdk.otlp_log_exporter()
     except ImportError:
         raise VictorOtelConfigError(
             f"OTEL_{signal.upper()}_EXPORTER=otlp needs the OTLP exporter: pip install 'victor-otel[otlp]'"
@@ -314,6 +338,28 @@ def _span_exporters(settings: Settings) -> list[SpanExporter]:
         elif name == "otlp":
             exporters.append(_otlp_exporter("traces", settings))
     return exporters
+
+
+def spans_destination(settings: Settings, extra: int = 0) -> str:
+    """Where spans go with these settings, in one sentence (``init()`` logs it once).
+
+    >>> spans_destination(Settings(traces_exporter=("none",)))  # doctest: +ELLIPSIS
+    'spans: none are made (no traces exporter configured; OTEL_TRACES_EXPORTER=otlp sends them ...'
+    """
+    places = []
+    for name in settings.traces_exporter:
+        if name == "console":
+            places.append(f"appended to {settings.traces_file}" if settings.traces_file
+                          else "printed to standard output (OTEL_TRACES_EXPORTER=console)")
+        elif name == "otlp":
+            places.append(f"sent over OTLP to {settings.otlp_endpoint}/v1/traces")
+    if extra:
+        places.append(f"handed to the {extra} exporter(s) / processor(s) passed to init()")
+    if not places:
+        return ("spans: none are made (no traces exporter configured; OTEL_TRACES_EXPORTER=otlp sends them to "
+                "a collector, VICTOR_OTEL_TRACES_FILE=<path> writes them to a file, OTEL_TRACES_EXPORTER=console "
+                "prints them)")
+    return "spans are " + "; ".join(places)
 
 
 def _otlp_exporter(signal: str, settings: Settings) -> Any:
@@ -390,15 +436,9 @@ def _metric_readers(settings: Settings, telemetry: Telemetry) -> list[MetricRead
 _lock = threading.RLock()
 _current: Telemetry | None = None
 
-
-def _renew_lock_after_fork() -> None:
-    global _lock
-    _lock = threading.RLock()  # another thread may have held it (init() / shutdown()) at the fork
-
-
-forking.on_fork(after_in_child=_renew_lock_after_fork)
 _installed: set[int] = set()  # ids of providers we set as the global ones
 _atexit_registered = False
+_initialised_once = False  # init() has built a Telemetry in this process (a stopped process stays stopped)
 
 
 def current() -> Telemetry | None:
@@ -406,17 +446,36 @@ def current() -> Telemetry | None:
     return _current
 
 
+def current_or_default() -> Telemetry | None:
+    """The running :class:`Telemetry`; if ``init()`` never ran in this process, ``init()`` from the
+    environment (the seed's API worked without a set-up call); ``None`` after ``shutdown()``.
+
+    Health's routes use it, as the seed's exporter does on its first scrape, so that the seed's
+    ``setup_health_endpoints(app)`` alone answers ready at its first probe, whether or not ``/metrics``
+    was scraped.
+    """
+    if _current is not None or _initialised_once:  # without the lock: shutdown() holds it while it drains
+        return _current
+    with _lock:
+        if _current is not None or _initialised_once:
+            return _current
+        return init()
+
+
 def init(
     span_exporters: Sequence[SpanExporter] = (), *, span_processors: Sequence[SpanProcessor] = (), **arguments: Any
 ) -> Telemetry:
-    """Bootstrap tracing, metrics and logs; see :func:`victor_otel.init` for the arguments.
+    """Build tracing, metrics and logs; see :func:`victor_otel.init` for the arguments.
+
+    The providers only: :func:`victor_otel.init` is the one wiring point that adds health, the
+    multi-process mode, fork and SIGTERM handling and the standalone metrics server around them.
 
     ``span_exporters`` are added with a synchronous processor (tests use an in-memory exporter); they
     are not settings, so they take no part in the idempotence check. ``span_processors`` are added as
     they are (the benchmarks use a ``BatchSpanProcessor`` to a discarding exporter); like
     ``span_exporters`` they switch tracing on and are not settings.
     """
-    global _current, _atexit_registered
+    global _current, _atexit_registered, _initialised_once
     settings = Settings.from_sources(arguments)
     with _lock:
         if _current is not None and _current.lifecycle in (Lifecycle.STARTING, Lifecycle.READY):
@@ -432,28 +491,16 @@ def init(
             registry.configure(settings.cardinality_limit, settings.window_seconds)
         telemetry = Telemetry(settings, registry)
         if not settings.disabled:
-            from victor_otel import workers
-
             check_sdk_environment()  # a bad OTEL_* variable the SDK reads: our error, not the SDK's crash
-            if settings.multiproc_dir:
-                workers.check_directory(settings.multiproc_dir)  # before anything is built
             _build_traces(telemetry, span_exporters, span_processors)
             if settings.debug_pages_enabled and telemetry._owned_tracer_provider:
                 _record_for_debug_pages(telemetry)
             _build_metrics(telemetry)
             _build_logs(telemetry)
-            if settings.multiproc_dir and telemetry.prometheus_registry is not None:
-                workers.enable_multiprocess(telemetry)
-            workers.register_fork_hook()  # gunicorn --preload: each forked worker gets state of its own
-            workers.install_exit_handler()  # SIGTERM without a handler: flush, then die of it as before
-        if settings.metrics_port is not None and telemetry.prometheus_registry is not None:
-            from victor_otel.exposition import start_metrics_server
-
-            telemetry.metrics_server = start_metrics_server(
-                settings.metrics_port, settings.metrics_host, telemetry=telemetry
-            )
+            install_exit_handler()  # SIGTERM without a handler: flush, then die of it as before
         telemetry.lifecycle = Lifecycle.READY
         _current = telemetry
+        _initialised_once = True
         _set_tracer(telemetry.tracer)
         if not settings.disabled:
             _set_propagator()
@@ -477,16 +524,10 @@ def _set_propagator() -> None:
     """tracecontext + baggage globally, so request IDs travel beside traceparent; OTEL_PROPAGATORS wins."""
     if os.environ.get("OTEL_PROPAGATORS", "").strip():
         return
-    from opentelemetry import propagate
-
-    from victor_otel.context import PROPAGATOR
-
     propagate.set_global_textmap(PROPAGATOR)
 
 
 def _set_tracer(tracer: trace.Tracer | None) -> None:
-    from victor_otel import decorators
-
     decorators._runtime.tracer = tracer
 
 
@@ -501,8 +542,10 @@ def _build_traces(
         _logger.info("victor_otel: reusing the TracerProvider the application installed (%r)", existing)
         telemetry.tracer_provider = existing
     elif settings.traces_exporter == ("none",) and not extra and not processors:
+        _logger.info("victor_otel: %s", spans_destination(settings, 0))
         return  # tracing off: the decorators create no span at all
     else:
+        _logger.info("victor_otel: %s", spans_destination(settings, len(extra) + len(processors)))
         provider = TracerProvider(
             resource=telemetry.resource, sampler=_sampler(settings), shutdown_on_exit=False
         )
@@ -650,6 +693,117 @@ def shutdown(timeout: float | None = None) -> bool:
         _current = None
         _set_tracer(None)
         return finished
+
+
+# -- the process around the telemetry: SIGTERM and fork -----------------------------------------------
+
+
+def start_draining() -> None:
+    """Readiness turns 503 (``Lifecycle.DRAINING``): the first step of every shutdown path."""
+    telemetry = _current
+    if telemetry is not None and telemetry.lifecycle in (Lifecycle.STARTING, Lifecycle.READY):
+        telemetry.lifecycle = Lifecycle.DRAINING
+
+
+_warned_off_main_thread = False
+
+
+def install_exit_handler() -> bool:
+    """When SIGTERM would kill the process outright (no handler), flush first, then die of it as before.
+
+    Called by ``init()``; a handler the application or its server installed is left alone. The handler
+    itself only hands over to a thread: it runs in the main thread between two bytecodes, maybe inside a
+    lock the flush needs (a decorated call's series, the registry), so it must never wait. A second
+    SIGTERM ends the process at once. Outside the main thread no handler can be installed: that is said
+    once, on the ``victor_otel`` logger.
+    """
+    global _warned_off_main_thread
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        if not _warned_off_main_thread:
+            _warned_off_main_thread = True
+            _logger.warning(
+                "victor_otel: init() ran outside the main thread, where no signal handler can be installed: "
+                "SIGTERM will end this process without flushing spans and logs. Call victor_otel.init() "
+                "from the main thread, or call victor_otel.shutdown() from your own SIGTERM handler."
+            )
+        return False
+
+    def flush_then_die(signum: int, frame: FrameType | None) -> None:
+        start_draining()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        threading.Thread(target=_shutdown_then_die, name="victor-otel-sigterm").start()
+
+    signal.signal(signal.SIGTERM, flush_then_die)
+    return True
+
+
+def _shutdown_then_die() -> None:
+    try:
+        shutdown()
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # the default action now: the exit a supervisor expects
+
+
+#: The metric pipeline's locks held across a fork (taken in this order, released in the reverse one).
+_held_at_fork: list[Any] = []
+
+
+def _before_fork() -> None:
+    """Hold the metric pipeline's locks while forking, so that nothing is half-way through in the child.
+
+    A periodic reader (or a scrape) collecting in another thread at the moment of the fork would leave the
+    child with the SDK's collection lock (and the storage locks under it) taken for ever, and a push in
+    progress holds the reader's export lock while our producers (registry, health...) take their own locks:
+    the child's first scrape or push would hang (seen with ``gunicorn --preload`` and a 200 ms OTLP
+    interval). Bounded: a push stuck on a hanging collector delays a fork by at most
+    :data:`victor_otel.forking.FORK_WAIT` seconds, and is then forked through (the child gets new export
+    locks anyway).
+    """
+    telemetry = _current
+    if telemetry is None:
+        return
+    deadline = time.monotonic() + forking.FORK_WAIT
+    for lock in _sdk.fork_locks(telemetry.meter_provider, telemetry.readers):
+        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            _held_at_fork.append(lock)
+
+
+def _release_held() -> None:
+    while _held_at_fork:
+        _held_at_fork.pop().release()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``gunicorn --preload``) makes the telemetry it inherited its own: counts from zero,
+    a ``service.instance.id`` of its own, its own OTLP connections, new locks, process gauges on its pid."""
+    global _lock
+    _release_held()  # taken by the forking thread, which is this child's only thread
+    _lock = threading.RLock()  # another thread may have held it (init() / shutdown()) at the fork
+    telemetry = _current
+    if telemetry is None:
+        return
+    telemetry._started_monotonic = time.monotonic()
+    telemetry.started_at = time.time()
+    telemetry.exports.reset_after_fork()
+    reinit_exporting_after_fork()
+    telemetry.resource = _sdk.child_resource(telemetry.resource)
+    for reader in telemetry.readers:
+        if isinstance(reader, _MergesProducers):
+            reader._resource = telemetry.resource
+        _sdk.renew_reader_after_fork(reader)
+    for counted in telemetry._exporters:
+        counted.reinit_after_fork()
+    if telemetry.prometheus_registry is not None:
+        telemetry.prometheus_registry.renew_lock()
+    # The standalone server's thread lives in the parent: the child must not try to stop it.
+    telemetry.metrics_server = None
+    if telemetry.multiprocess is not None:
+        telemetry.multiprocess.reinit_after_fork()
+
+
+forking.on_fork(before=_before_fork, after_in_parent=_release_held, after_in_child=_after_fork_in_child)
 
 
 def _shutdown_at_exit() -> None:

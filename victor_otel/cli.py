@@ -254,6 +254,7 @@ def run_demo(args: argparse.Namespace) -> int:
     telemetry = victor_otel.init(
         service_name=os.environ.get("OTEL_SERVICE_NAME") or "victor-demo",
         traces_file=None if traces_file == "-" else traces_file,
+        traces_exporter="console" if traces_file == "-" else None,  # '-': standard output, asked for
         # The demo is for looking: /debug on unless VICTOR_OTEL_DEBUG_PAGES says otherwise.
         debug_pages=None if os.environ.get("VICTOR_OTEL_DEBUG_PAGES", "").strip() else True,
     )

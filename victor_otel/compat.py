@@ -70,7 +70,10 @@ class CoordinatorMetricsCollector:
         decorators.record_event(event, count)
 
     def get_coordinator_stats(self, coordinator: str | None = None) -> dict[str, Any]:
-        """Lifetime counts and sliding-window rates, per coordinator (or for one)."""
+        """Lifetime counts and sliding-window rates, per coordinator (or for one).
+
+        ``error_rate`` / ``cache_hit_rate`` are ``None`` while the window holds no call / no cache lookup.
+        """
         registry = get_registry()
         stats: dict[str, Any] = {}
         for state in registry.all_coordinators():

@@ -227,8 +227,10 @@ OPTIONS: tuple[Option, ...] = (
            "Extra Resource attributes, key=value pairs separated by commas."),
     Option("disabled", ("OTEL_SDK_DISABLED",), False, _parse_bool,
            "true: install no provider, export nothing (decorators stay cheap no-ops for telemetry)."),
-    Option("traces_exporter", ("OTEL_TRACES_EXPORTER",), ("console",), _choice_list(TRACES_EXPORTERS),
-           "Where spans go: console | otlp | none (comma-separated for several)."),
+    Option("traces_exporter", ("OTEL_TRACES_EXPORTER",), None, _choice_list(TRACES_EXPORTERS),
+           "Where spans go: console | otlp | none (comma-separated for several). Unset: console into "
+           "traces_file when that is set, else none (no span is made); standard output only when console "
+           "is asked for without a traces_file."),
     Option("traces_file", ("VICTOR_OTEL_TRACES_FILE",), None, _parse_optional_str,
            "With the console exporter: append spans to this file (one JSON object per line) "
            "instead of standard output."),
@@ -334,7 +336,7 @@ class Settings:
     environment: str | None = None
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
     disabled: bool = False
-    traces_exporter: tuple[str, ...] = ("console",)
+    traces_exporter: tuple[str, ...] = ("none",)
     traces_file: str | None = None
     metrics_exporter: tuple[str, ...] = ("prometheus",)
     logs_exporter: tuple[str, ...] = ("none",)
@@ -410,6 +412,10 @@ class Settings:
             else:
                 values[option.name] = option.default
                 sources[option.name] = "default"
+        if values["traces_exporter"] is None:
+            # Nothing on the application's standard output unless asked for: spans go to the file when one
+            # is named (the demo's), else nowhere until an exporter is configured.
+            values["traces_exporter"] = ("console",) if values["traces_file"] else ("none",)
         return cls(**values, sources=sources)
 
     @property

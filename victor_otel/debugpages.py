@@ -14,7 +14,6 @@ messages through the redactor in force. The pages are served when ``debug_pages`
 
 from __future__ import annotations
 
-import hmac
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -25,7 +24,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
-from victor_otel import bootstrap
+from victor_otel import auth, bootstrap
 from victor_otel.config import Settings
 from victor_otel.exporting import redacted_span
 from victor_otel.redaction import get_redactor
@@ -69,11 +68,7 @@ def authorized(authorization: str | None, settings: Settings) -> bool:
     >>> authorized("Bearer t0k", s), authorized("Bearer no", s), authorized(None, Settings())
     (True, False, True)
     """
-    token = settings.health_token
-    if not token:
-        return True
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return auth.check(authorization, token=settings.health_token)
 
 
 def respond(
@@ -87,7 +82,8 @@ def respond(
     if not authorized(authorization, settings):
         page = _page(401, "Unauthorized", "<p>Send 'Authorization: Bearer &lt;VICTOR_OTEL_HEALTH_TOKEN&gt;'.</p>",
                      settings)
-        return Page(401, page.body, {**page.headers, "WWW-Authenticate": 'Bearer realm="victor_otel debug"'})
+        challenge = auth.challenge("victor_otel debug", token=settings.health_token)
+        return Page(401, page.body, {**page.headers, "WWW-Authenticate": challenge})
     if method not in ("GET", "HEAD"):
         page = _page(405, "Method not allowed", "<p>GET only.</p>", settings)
         return Page(405, page.body, {**page.headers, "Allow": "GET, HEAD"})

@@ -42,6 +42,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
+from victor_otel import _sdk
 from victor_otel import instruments as contract
 from victor_otel.redaction import REDACTED, Redactor, get_redactor, names_a_secret
 
@@ -414,11 +415,8 @@ class CountingMetricExporter(_Counting, MetricExporter):
         self, inner: MetricExporter, stats: SignalStats, rebuild: Callable[[], MetricExporter] | None = None
     ):
         _Counting.__init__(self, inner, stats, rebuild)
-        MetricExporter.__init__(
-            self,
-            preferred_temporality=inner._preferred_temporality,
-            preferred_aggregation=inner._preferred_aggregation,
-        )
+        temporality, aggregation = _sdk.exporter_preferences(inner)
+        MetricExporter.__init__(self, preferred_temporality=temporality, preferred_aggregation=aggregation)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         def export() -> bool:
@@ -458,13 +456,16 @@ class _DropCounter:
     def register_queue_size(self, get_queue_size: Callable[[], int]) -> None:
         self._inner.register_queue_size(get_queue_size)
 
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+    # The SDK's signatures changed between releases (1.43: drop_items(count), finish_items(count, error);
+    # 1.45: drop_items(count, error_type="queue_full"), finish_items(count)): whatever comes is passed on.
+    def drop_items(self, count: int, *args: Any, **kwargs: Any) -> None:
+        error_type = args[0] if args else kwargs.get("error_type", "queue_full")
         if error_type != "queue_full" or not self._queue_counts:
             self._stats.drop(count)
-        self._inner.drop_items(count, error_type)
+        self._inner.drop_items(count, *args, **kwargs)
 
-    def finish_items(self, count: int) -> None:
-        self._inner.finish_items(count)
+    def finish_items(self, count: int, *args: Any, **kwargs: Any) -> None:
+        self._inner.finish_items(count, *args, **kwargs)
 
 
 class _CountingQueue(collections.deque):  # type: ignore[type-arg]
@@ -516,23 +517,23 @@ def count_drops(processor: Any, stats: SignalStats) -> bool:
     Returns ``False`` (and logs once) when the installed SDK is shaped differently: the exported and
     failed counts still work, drops are then not counted.
     """
-    batch = getattr(processor, "_batch_processor", None)
-    inner = getattr(batch, "_metrics", None)
-    queue = getattr(batch, "_queue", None)
-    if batch is None or inner is None or queue is None or not hasattr(inner, "drop_items"):
+    found = _sdk.batch_queue(processor)
+    if found is None:
         _logger.warning(
             "victor_otel: this opentelemetry-sdk's batch processor is unknown to victor_otel; dropped %s are "
             "not counted (exported and failed ones are)", stats.signal,
         )
         return False
+    batch, queue, inner, capacity = found
     queue_counts = False
     if type(queue) is collections.deque and queue.maxlen is not None and not queue:
-        queue = batch._queue = _CountingQueue((), queue.maxlen, stats)
+        queue = _CountingQueue((), queue.maxlen, stats)
+        _sdk.replace_batch_queue(batch, queue)
         queue_counts = True
     if not isinstance(inner, _DropCounter):
-        batch._metrics = _DropCounter(inner, stats, queue_counts)
+        _sdk.replace_drop_metrics(batch, _DropCounter(inner, stats, queue_counts))
     stats.queue_length = queue.__len__
-    stats.queue_capacity = getattr(batch, "_max_queue_size", None)
+    stats.queue_capacity = capacity
     if isinstance(queue, _CountingQueue):
         stats.drain_queue = queue.drain
     return True

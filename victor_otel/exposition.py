@@ -7,10 +7,7 @@ Prometheus text format or, when the scraper asks for it, OpenMetrics.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import errno
-import hmac
 import ipaddress
 import logging
 import socket
@@ -24,7 +21,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, make_wsgi_app
 
-from victor_otel import bootstrap, debugpages
+from victor_otel import auth, bootstrap, debugpages
 from victor_otel.config import Settings
 from victor_otel.errors import VictorOtelInitError
 
@@ -75,30 +72,12 @@ def authorized(authorization: str | None, settings: Settings) -> bool:
     >>> authorized("Bearer s3cret", s), authorized("Bearer guess", s), authorized(None, s)
     (True, False, False)
     """
-    token, basic = settings.metrics_token, settings.metrics_basic_auth
-    if not token and not basic:
-        return True
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    given = given.strip()
-    if token and scheme.lower() == "bearer":
-        return hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())
-    if basic and scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(given.encode("ascii"), validate=True)
-        except (ValueError, binascii.Error):
-            return False
-        return hmac.compare_digest(decoded, basic.encode())
-    return False
+    return auth.check(authorization, token=settings.metrics_token, basic=settings.metrics_basic_auth)
 
 
 def challenge(settings: Settings) -> str:
     """The ``WWW-Authenticate`` value of a 401 from ``/metrics``."""
-    schemes = []
-    if settings.metrics_token:
-        schemes.append('Bearer realm="metrics"')
-    if settings.metrics_basic_auth:
-        schemes.append('Basic realm="metrics", charset="UTF-8"')
-    return ", ".join(schemes)
+    return auth.challenge("metrics", token=settings.metrics_token, basic=settings.metrics_basic_auth)
 
 
 _UNAUTHORIZED = b"401 Unauthorized: /metrics needs the credentials set in VICTOR_OTEL_METRICS_TOKEN or _BASIC_AUTH\n"

@@ -8,7 +8,9 @@ Four endpoints, following Kubernetes probe conventions::
   downstream, never a coordinator's error rate. It fails when the loop was blocked longer than
   ``health_max_loop_lag`` seconds (within the last as many seconds).
 - ``/health/ready``: 200 once ``init()`` has finished and while no *critical* check fails; 503 from the
-  moment ``shutdown()`` starts (drain), and before ``init()``.
+  moment ``shutdown()`` starts (drain). A route of :func:`setup_health_endpoints` probed before any
+  ``init()`` in the process initialises from the environment first, as the seed's endpoints (and the
+  seed's ``/metrics``) needed no set-up call; :func:`check_health` does not.
 - ``/health``: the overall status, the worst of every check (so it fails whenever readiness fails).
 - ``/health/detailed``: ``/health`` plus per-coordinator statistics, versions, uptime and the
   Resource; closed behind ``Authorization: Bearer <token>`` when ``health_token`` is set.
@@ -51,7 +53,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import functools
-import hmac
 import importlib.metadata
 import inspect
 import json
@@ -65,10 +66,9 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import psutil
 from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
-from victor_otel import bootstrap, forking
+from victor_otel import auth, bootstrap, forking, process
 from victor_otel import instruments as contract
 from victor_otel._version import __version__
 from victor_otel.config import _ORDERED, OPTIONS, Settings
@@ -426,8 +426,6 @@ class Health:
             weakref.WeakKeyDictionary()
         )
         self._changes: dict[str, tuple[int, float | None]] = {}
-        self._process: psutil.Process | None = None
-        self._cpu = (0.0, -math.inf)  # (percent, measured at)
 
     @property
     def registry(self) -> Registry:
@@ -715,17 +713,8 @@ class Health:
         return checks, coordinators
 
     def _process_checks(self, t: Thresholds) -> list[CheckResult]:
-        with self._lock:
-            if self._process is None:
-                self._process = psutil.Process()
-                self._process.cpu_percent(None)  # the first reading only starts the interval
-            process = self._process
-            rss = process.memory_info().rss
-            percent, measured_at = self._cpu
-            now = time.monotonic()
-            if now - measured_at >= 1.0:  # shorter intervals are noise, and probes may come in storms
-                percent = process.cpu_percent(None)
-                self._cpu = (percent, now)
+        reading = process.sampler().sample()  # the same readings as the process gauges
+        rss, percent = reading.rss_bytes, reading.cpu_percent
         gib = 1024**3
         memory = _grade(rss, t.memory_warn_bytes, t.memory_fail_bytes)
         cpu = WARN if percent > t.cpu_warn_percent else PASS
@@ -880,7 +869,7 @@ def _grade(value: float, warn: float, fail: float) -> Status:
 def _coordinator_checks(name: str, stats: WindowStats, t: Thresholds, window: float) -> list[CheckResult]:
     component = name.replace(":", "_")  # a key has one colon
     enough = stats.calls >= t.min_calls
-    rate = stats.error_rate
+    rate = stats.error_rate or 0.0  # no call in the window: none failed ("0.0% of 0 calls")
     rate_status = FAIL if rate > t.error_rate_fail and enough else WARN if rate > t.error_rate_warn else PASS
     p95 = stats.p95
     if p95 is None:
@@ -1006,7 +995,7 @@ def _problem(status: int, title: str, detail: str) -> Any:
     body = json.dumps({"title": title, "status": status, "detail": detail})
     headers = {"Cache-Control": "no-store"}
     if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="victor_otel health"'
+        headers["WWW-Authenticate"] = auth.challenge("victor_otel health", token="set")
     return Response(body, status, media_type="application/problem+json", headers=headers)
 
 
@@ -1020,10 +1009,7 @@ def _authorized(authorization: str | None) -> bool | None:
             token = Settings.from_sources().health_token
         except VictorOtelConfigError:
             return None  # fail closed: a token may be configured
-    if not token:
-        return True
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    return auth.check(authorization, token=token)
 
 
 def health_endpoint(scope: Scope) -> Any:
@@ -1045,6 +1031,8 @@ def health_endpoint(scope: Scope) -> Any:
                 response: Response = _problem(401, "Unauthorized", detail)
                 return response
         try:
+            if scope != "live":  # the seed's endpoints worked without init(): initialise as /metrics does
+                bootstrap.current_or_default()
             report = await _HEALTH.evaluate(scope)
             if scope != "detailed" and _authorized(request.headers.get("authorization")) is not True:
                 report = report.without_coordinator_names()  # names stay behind the token; probes get statuses

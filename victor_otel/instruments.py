@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from victor_otel import _sdk
+
 
 class Kind(str, Enum):
     COUNTER = "counter"
@@ -48,9 +50,7 @@ class MetricSpec:
     @property
     def prometheus_name(self) -> str:
         """The family name as Prometheus shows it (``_total`` included for counters)."""
-        # The exporter's own mapping, imported here: importing the exporter package is slow.
-        from opentelemetry.exporter.prometheus._mapping import map_unit, sanitize_full_name
-
+        sanitize_full_name, map_unit = _sdk.prometheus_name_mapping()  # imports the exporter (slow) on first use
         name = sanitize_full_name(self.otel_name)
         unit = map_unit(self.unit)
         if unit and not name.endswith("_" + unit):
@@ -73,8 +73,15 @@ EXECUTIONS = MetricSpec(
     "Coordinator method executions, whatever their outcome.",
 )
 ERRORS = MetricSpec(
-    "victor.coordinator.errors", Kind.COUNTER, "{call}", ("coordinator", "method", "error_type"),
-    "Coordinator method executions that raised; error_type is the exception class name.",
+    "victor.coordinator.errors", Kind.COUNTER, "{call}", ("coordinator", "method"),
+    "Coordinator method executions that raised; same labels as executions (0 included), so that "
+    "errors / executions is one division.",
+)
+#: The error types live in a family of their own: on ``errors_total`` the ``error_type`` label made
+#: ``rate(errors_total) / rate(executions_total)`` match nothing (the seed's first troubleshooting query).
+ERRORS_BY_TYPE = MetricSpec(
+    "victor.coordinator.errors_by_type", Kind.COUNTER, "{call}", ("coordinator", "method", "error_type"),
+    "Coordinator method executions that raised, by error_type (the exception class name); sums to errors.",
 )
 CANCELLED = MetricSpec(
     "victor.coordinator.cancelled", Kind.COUNTER, "{call}", ("coordinator", "method"),
@@ -99,7 +106,7 @@ CACHE_MISSES = MetricSpec(
 )
 CACHE_HIT_RATE = MetricSpec(
     "victor.coordinator.cache_hit_rate", Kind.GAUGE, "", ("coordinator",),
-    "Cache hits / (hits + misses) over the sliding window (0 to 1).",
+    "Cache hits / (hits + misses) over the sliding window (0 to 1); no sample while the window holds no lookup.",
 )
 THROUGHPUT = MetricSpec(
     "victor.coordinator.throughput", Kind.GAUGE, "", ("coordinator",),
@@ -107,7 +114,7 @@ THROUGHPUT = MetricSpec(
 )
 ERROR_RATE = MetricSpec(
     "victor.coordinator.error_rate", Kind.GAUGE, "", ("coordinator",),
-    "Errors / executions over the sliding window (0 to 1).",
+    "Errors / executions over the sliding window (0 to 1); no sample while the window holds no execution.",
 )
 MEMORY = MetricSpec(
     "victor.coordinator.memory", Kind.GAUGE, "By", (),
@@ -138,7 +145,7 @@ EXPORTED = MetricSpec(
 
 #: Every family victor_otel itself produces, in the order of the README table.
 CONTRACT: tuple[MetricSpec, ...] = (
-    EXECUTIONS, ERRORS, CANCELLED, DURATION, LATENCY,
+    EXECUTIONS, ERRORS, ERRORS_BY_TYPE, CANCELLED, DURATION, LATENCY,
     CACHE_HITS, CACHE_MISSES, CACHE_HIT_RATE,
     THROUGHPUT, ERROR_RATE,
     MEMORY, CPU, UPTIME,

@@ -219,7 +219,7 @@ class Registry:
         """Count a new error label set, or fold it into ``_overflow`` past the cap."""
         with self._lock:
             if self._error_label_sets >= self.limit:
-                self._warn_once(contract.ERRORS)
+                self._warn_once(contract.ERRORS_BY_TYPE)
                 return OVERFLOW_VALUE
             self._error_label_sets += 1
             return error_type
@@ -264,6 +264,7 @@ class Registry:
         cancelled: list[NumberDataPoint] = []
         durations: list[NumberDataPoint] = []
         errors: list[NumberDataPoint] = []
+        errors_by_type: list[NumberDataPoint] = []
         latency: list[HistogramDataPoint] = []
         for s in self._all_series():
             with s.lock:
@@ -278,8 +279,10 @@ class Registry:
             durations.append(NumberDataPoint(attrs, start, now_ns, total))
             if n_cancelled:
                 cancelled.append(NumberDataPoint(attrs, start, now_ns, n_cancelled))
+            # errors_total on every series, 0 included, with the executions' labels: a ratio is one division.
+            errors.append(NumberDataPoint(attrs, start, now_ns, sum(n for _, n in error_counts)))
             for error_type, n in error_counts:
-                errors.append(NumberDataPoint({**attrs, "error_type": error_type}, start, now_ns, n))
+                errors_by_type.append(NumberDataPoint({**attrs, "error_type": error_type}, start, now_ns, n))
             latency.append(
                 HistogramDataPoint(
                     attributes=attrs, start_time_unix_nano=start, time_unix_nano=now_ns, count=count,
@@ -300,9 +303,12 @@ class Registry:
             if n_hits or n_misses:
                 hits.append(NumberDataPoint(attrs, c.start_ns, now_ns, n_hits))
                 misses.append(NumberDataPoint(attrs, c.start_ns, now_ns, n_misses))
-                hit_rate.append(NumberDataPoint(attrs, 0, now_ns, stats.cache_hit_rate))
+            # A ratio over an empty window has no sample (not 0): see window.ratio().
+            if (cache_hit_rate := stats.cache_hit_rate) is not None:
+                hit_rate.append(NumberDataPoint(attrs, 0, now_ns, cache_hit_rate))
             throughput.append(NumberDataPoint(attrs, 0, now_ns, stats.throughput))
-            error_rate.append(NumberDataPoint(attrs, 0, now_ns, stats.error_rate))
+            if (window_error_rate := stats.error_rate) is not None:
+                error_rate.append(NumberDataPoint(attrs, 0, now_ns, window_error_rate))
         with self._lock:
             event_counts = [(name, cell[0]) for name, cell in self.events.items()]
         events = [
@@ -314,7 +320,8 @@ class Registry:
         ]
         return list(
             _metrics(
-                (contract.EXECUTIONS, executions), (contract.ERRORS, errors), (contract.CANCELLED, cancelled),
+                (contract.EXECUTIONS, executions), (contract.ERRORS, errors),
+                (contract.ERRORS_BY_TYPE, errors_by_type), (contract.CANCELLED, cancelled),
                 (contract.DURATION, durations), (contract.LATENCY, latency),
                 (contract.CACHE_HITS, hits), (contract.CACHE_MISSES, misses),
                 (contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput),

@@ -57,6 +57,8 @@ __all__ = ["CapturedTelemetry", "LogEntry", "capotel"]
 FIXED_SETTINGS = ("disabled", "traces_exporter", "metrics_exporter", "logs_exporter", "metrics_port")
 #: Loggers the capture listens to besides the root logger (coordinator loggers may not propagate).
 LOGGERS = ("victor_otel", "victor.coordinators")
+#: The overflow series' extra label as the Prometheus text shows it.
+_OVERFLOW_LABEL = instruments.OVERFLOW_ATTRIBUTE.replace(".", "_")
 _STANDARD_RECORD_ATTRIBUTES = frozenset(
     (*logging.LogRecord("", 0, "", 0, "", (), None).__dict__, "message", "asctime", "taskName", "_victor_otel")
 )
@@ -174,6 +176,22 @@ def _forward_from(provider: object) -> None:
         )
 
 
+def _check_labels(name: str, spec: instruments.MetricSpec, wanted: Mapping[str, object]) -> None:
+    """Fail on a label the family never has: the sum would be 0 whatever the code did."""
+    __tracebackhide__ = True
+    allowed = {*spec.labels, _OVERFLOW_LABEL, *(("le",) if name.endswith("_bucket") else ())}
+    unknown = sorted(set(wanted) - allowed)
+    if unknown:
+        having = [
+            other.prometheus_name for other in instruments.CONTRACT
+            if other.kind is spec.kind and set(unknown) <= set(other.labels)
+        ]
+        raise AssertionError(
+            f"{name} has no label {', '.join(map(repr, unknown))}; its labels: {', '.join(spec.labels) or 'none'}"
+            + (f" ({', '.join(unknown)} is a label of {', '.join(having)})" if having else "")
+        )
+
+
 def _labels_match(labels: Mapping[str, str], wanted: Mapping[str, object]) -> bool:
     return all(labels.get(key) == str(value) for key, value in wanted.items())
 
@@ -260,11 +278,14 @@ class CapturedTelemetry:
         ``sum(name{labels})``; ``0.0`` for a known metric with no matching series yet.
 
         ``capotel.metric("victor_coordinator_errors_total", coordinator="ChatCoordinator")`` counts the
-        coordinator's errors over every method and ``error_type``. An unknown name fails the test.
+        coordinator's errors over every method; ``capotel.metric("victor_coordinator_errors_by_type_total",
+        error_type="TimeoutError")`` counts one exception class. An unknown name, or a label the family
+        does not have, fails the test.
         """
         __tracebackhide__ = True
         everything = self.samples()
-        known = {sample.name for sample in everything} | set(instruments.by_prometheus_name())
+        contract = instruments.by_prometheus_name()
+        known = {sample.name for sample in everything} | set(contract)
         if name not in known:
             hint = difflib.get_close_matches(name, sorted(known), n=3)
             raise AssertionError(
@@ -272,6 +293,9 @@ class CapturedTelemetry:
                 + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
                 + " (Prometheus names: counters end in _total, histograms in _bucket / _sum / _count)"
             )
+        spec = contract.get(name)
+        if spec is not None:
+            _check_labels(name, spec, labels)
         return float(sum(s.value for s in everything if s.name == name and _labels_match(s.labels, labels)))
 
     # -- logs -------------------------------------------------------------------------------------

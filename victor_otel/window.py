@@ -18,6 +18,17 @@ _CALLS, _ERRORS, _HITS, _MISSES, _LATENCY = 0, 1, 2, 3, 4  # offsets in a slot
 _SLOT_LEN = _LATENCY + _N_BUCKETS
 
 
+def ratio(part: int, whole: int) -> float | None:
+    """``part / whole``, or ``None`` when ``whole`` is 0: a ratio over nothing is unknown, not 0.
+
+    The rate gauges export no sample then (an idle cache does not read as "0 % hits").
+
+    >>> ratio(1, 4), ratio(0, 0)
+    (0.25, None)
+    """
+    return part / whole if whole else None
+
+
 @dataclass(frozen=True)
 class WindowStats:
     """What one coordinator did during the last ``seconds``."""
@@ -32,17 +43,18 @@ class WindowStats:
     p99: float | None
 
     @property
-    def error_rate(self) -> float:
-        return self.errors / self.calls if self.calls else 0.0
+    def error_rate(self) -> float | None:
+        """Errors / calls; ``None`` when the window holds no call."""
+        return ratio(self.errors, self.calls)
 
     @property
     def throughput(self) -> float:
         return self.calls / self.seconds if self.seconds > 0 else 0.0
 
     @property
-    def cache_hit_rate(self) -> float:
-        lookups = self.cache_hits + self.cache_misses
-        return self.cache_hits / lookups if lookups else 0.0
+    def cache_hit_rate(self) -> float | None:
+        """Hits / lookups; ``None`` when the window holds no lookup."""
+        return ratio(self.cache_hits, self.cache_hits + self.cache_misses)
 
 
 def quantile(q: float, bucket_counts: list[int], bounds: tuple[float, ...] = LATENCY_BUCKETS) -> float | None:

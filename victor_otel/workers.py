@@ -1,12 +1,12 @@
-"""Several worker processes: fork safety, exact ``/metrics`` across workers, draining on SIGTERM.
+"""Several worker processes: exact ``/metrics`` across workers, draining on SIGTERM behind a server.
 
-**Fork safety.** ``init()`` registers :func:`after_fork_in_child` with ``os.register_at_fork``, so that
-``gunicorn --preload`` (``init()`` in the master, workers forked from it) works: in each child the
-registry and the export counts start from zero (the parent's calls are the parent's), locks are new,
-the Resource gets a ``service.instance.id`` of its own, OTLP exporters are rebuilt (an HTTP connection
-must not be shared with the parent), the multi-process snapshot writer restarts under a new file, and
-the process gauges follow the child's pid. The SDK's batch processors and periodic reader restart their
-own threads (their own at-fork hooks).
+**Fork safety** (``gunicorn --preload``: ``init()`` in the master, workers forked from it) is each
+module's own, registered through :mod:`victor_otel.forking`: in each child the registry and the export
+counts start from zero (the parent's calls are the parent's), locks are new, the Resource gets a
+``service.instance.id`` of its own, OTLP exporters are rebuilt (an HTTP connection must not be shared
+with the parent), the multi-process snapshot writer restarts under a new file, and the process gauges
+follow the child's pid (:mod:`victor_otel.bootstrap` for the telemetry). The SDK's batch processors and
+periodic reader restart their own threads (their own at-fork hooks).
 
 **Two supported ways to get exact totals from N workers** (see the README's "Operating"):
 
@@ -20,8 +20,8 @@ own threads (their own at-fork hooks).
 **Draining.** ``instrument_app()`` wraps the app's lifespan: at start-up the server's SIGTERM handler is
 wrapped so that SIGTERM first turns readiness to 503 (``Lifecycle.DRAINING``), keeps serving for
 ``drain_seconds``, then lets the server stop; at lifespan shutdown spans, logs and metrics are flushed
-within ``shutdown_timeout``. ``init()`` also installs a SIGTERM handler when the process has none, so
-that a plain process flushes before it dies of the signal as it would have.
+within ``shutdown_timeout``. (A process without a server gets its SIGTERM handler from
+:func:`victor_otel.bootstrap.install_exit_handler`.)
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Gauge,
@@ -52,9 +51,10 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from victor_otel import exporting, forking
+from victor_otel import bootstrap
 from victor_otel import instruments as contract
 from victor_otel.errors import VictorOtelConfigError
+from victor_otel.window import ratio
 
 _logger = logging.getLogger("victor_otel")
 
@@ -279,10 +279,11 @@ def _window_gauges(windows: Iterable[list[Any]], sums: dict[tuple[str, str], lis
     throughput, error_rate, hit_rate = [], [], []
     for attrs, calls, errors, hits, misses, seconds in windows:
         throughput.append(NumberDataPoint(attrs, 0, now_ns, calls / seconds if seconds > 0 else 0.0))
-        error_rate.append(NumberDataPoint(attrs, 0, now_ns, errors / calls if calls else 0.0))
-        if json.dumps(attrs, sort_keys=True) in with_cache:
-            lookups = hits + misses
-            hit_rate.append(NumberDataPoint(attrs, 0, now_ns, hits / lookups if lookups else 0.0))
+        # A ratio over an empty window has no sample (window.ratio), as in the single-process registry.
+        if (errors_ratio := ratio(errors, calls)) is not None:
+            error_rate.append(NumberDataPoint(attrs, 0, now_ns, errors_ratio))
+        if json.dumps(attrs, sort_keys=True) in with_cache and (hits_ratio := ratio(hits, hits + misses)) is not None:
+            hit_rate.append(NumberDataPoint(attrs, 0, now_ns, hits_ratio))
     metrics = []
     for spec, points in ((contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput),
                          (contract.ERROR_RATE, error_rate)):
@@ -292,133 +293,15 @@ def _window_gauges(windows: Iterable[list[Any]], sums: dict[tuple[str, str], lis
     return metrics
 
 
-# -- fork safety ------------------------------------------------------------------------------------
-
-_fork_hook_registered = False
-
-
-def register_fork_hook() -> None:
-    """Register the telemetry's fork hooks once per process (called by ``init()``); the registry, health,
-    logs and bootstrap register their own (see :mod:`victor_otel.forking`)."""
-    global _fork_hook_registered
-    if not _fork_hook_registered:
-        forking.on_fork(
-            before=_before_fork, after_in_parent=_release_collection_lock, after_in_child=after_fork_in_child
-        )
-        _fork_hook_registered = True
-
-
-#: The locks held across a fork (taken in this order, released in the reverse one).
-_held_at_fork: list[Any] = []
-
-
-def _before_fork() -> None:
-    """Hold the metric pipeline's locks while forking, so that nothing is half-way through in the child.
-
-    A periodic reader (or a scrape) collecting in another thread at the moment of the fork would leave the
-    child with the SDK's collection lock (and the storage locks under it) taken for ever, and a push in
-    progress holds the reader's export lock while our producers (registry, health...) take their own locks:
-    the child's first scrape or push would hang (seen with ``gunicorn --preload`` and a 200 ms OTLP
-    interval). The export locks first, then the collection lock, the order the reader's thread never holds
-    them in together (it releases the collection lock before exporting). Bounded: a push stuck on a hanging
-    collector delays a fork by at most :data:`victor_otel.forking.FORK_WAIT` seconds, and is then forked
-    through (the child gets new export locks anyway).
-    """
-    from victor_otel import bootstrap
-
-    telemetry = bootstrap._current
-    if telemetry is None:
-        return
-    deadline = time.monotonic() + forking.FORK_WAIT
-    locks = [reader._export_lock for reader in telemetry.readers if hasattr(reader, "_export_lock")]
-    collection_lock = getattr(getattr(telemetry.meter_provider, "_measurement_consumer", None), "_lock", None)
-    if collection_lock is not None:
-        locks.append(collection_lock)
-    for lock in locks:
-        if lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            _held_at_fork.append(lock)
-
-
-def _release_collection_lock() -> None:
-    while _held_at_fork:
-        _held_at_fork.pop().release()
-
-
-def after_fork_in_child() -> None:
-    """Make the telemetry a forked child inherited its own (see the module's docstring)."""
-    from victor_otel import bootstrap
-
-    _release_collection_lock()  # taken by the forking thread, which is this child's only thread
-    try:
-        telemetry = bootstrap._current
-        if telemetry is None:
-            return
-        _reinit_telemetry(telemetry)
-    except Exception:  # never let telemetry break a fork
-        _logger.exception("victor_otel: re-initialising after fork failed")
-
-
-def _reinit_telemetry(telemetry: Any) -> None:
-    import psutil
-
-    telemetry._process = psutil.Process()
-    telemetry._cpu_lock = threading.Lock()
-    telemetry._started_monotonic = time.monotonic()
-    telemetry.started_at = time.time()
-    telemetry.exports.reset_after_fork()
-    exporting.reinit_after_fork()
-    telemetry.resource = _child_resource(telemetry.resource)
-    for reader in telemetry.readers:
-        if hasattr(reader, "_resource"):
-            reader._resource = telemetry.resource
-    for counted in telemetry._exporters:
-        counted.reinit_after_fork()
-    if telemetry.prometheus_registry is not None:
-        telemetry.prometheus_registry._serial = threading.Lock()
-    for reader in telemetry.readers:
-        if hasattr(reader, "_export_lock"):
-            # The SDK's periodic reader restarts its thread after fork but keeps this lock, which the
-            # parent's thread holds while it exports: a fork during a push would stop the child's for good.
-            reader._export_lock = threading.Lock()
-        collector = getattr(reader, "_collector", None)
-        if collector is not None and hasattr(collector, "_target_info"):
-            collector._target_info = None  # rebuilt with the new service.instance.id
-            collector._metrics_datas.clear()
-    # The standalone server's thread lives in the parent: the child must not try to stop it.
-    telemetry.metrics_server = None
-    if telemetry.multiprocess is not None:
-        telemetry.multiprocess.reinit_after_fork()
-
-
-def _child_resource(resource: Any) -> Any:
-    """The Resource with this child's own ``service.instance.id``.
-
-    The SDK (1.40+) refreshes its providers' Resource after a fork with the id its
-    ``ServiceInstanceIdResourceDetector`` keeps per pid; the same detector gives ours the same id.
-    Older SDKs do not: there every provider shares our one Resource object, whose attributes are
-    replaced in place.
-    """
-    try:
-        from opentelemetry.sdk.resources import ServiceInstanceIdResourceDetector
-    except ImportError:
-        attributes = dict(resource.attributes)
-        attributes["service.instance.id"] = str(uuid.uuid4())
-        resource._attributes = BoundedAttributes(attributes=attributes, immutable=True)
-        return resource
-    return resource.merge(ServiceInstanceIdResourceDetector().detect())
-
-
 def enable_multiprocess(telemetry: Any) -> None:
     """Multi-process mode for ``telemetry`` (``multiproc_dir`` set): snapshots, and /metrics summing them."""
-    from victor_otel.bootstrap import VictorPrometheusReader
-
     registry_produce = telemetry.registry.produce
     exports_produce = telemetry.exports.produce
     multiprocess = Multiprocess(telemetry.settings.multiproc_dir, (registry_produce, exports_produce),
                                 telemetry.registry)
     telemetry.multiprocess = multiprocess
     for reader in telemetry.readers:
-        if isinstance(reader, VictorPrometheusReader):
+        if isinstance(reader, bootstrap.VictorPrometheusReader):
             # /metrics only: OTLP pushes stay per process (the collector sums over service.instance.id).
             reader._replacements = {registry_produce: multiprocess.produce, exports_produce: lambda: []}
     multiprocess.start()
@@ -430,8 +313,6 @@ def enable_multiprocess(telemetry: Any) -> None:
 def flush(timeout: float | None = None) -> bool:
     """Export what is buffered (spans, logs, metrics, the multi-process snapshot) within ``timeout``
     seconds (default ``shutdown_timeout``), without stopping anything. ``False`` if it ran out of time."""
-    from victor_otel import bootstrap
-
     telemetry = bootstrap.current()
     if telemetry is None:
         return True
@@ -460,18 +341,8 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def _drain_seconds() -> float:
-    from victor_otel import bootstrap
-
     telemetry = bootstrap.current()
     return telemetry.settings.drain_seconds if telemetry is not None else 0.0
-
-
-def _start_draining() -> None:
-    from victor_otel import bootstrap
-
-    telemetry = bootstrap.current()
-    if telemetry is not None and telemetry.lifecycle in (bootstrap.Lifecycle.STARTING, bootstrap.Lifecycle.READY):
-        telemetry.lifecycle = bootstrap.Lifecycle.DRAINING
 
 
 def wrap_sigterm() -> bool:
@@ -489,7 +360,7 @@ def wrap_sigterm() -> bool:
     server_handler: Callable[[int, FrameType | None], Any] = previous
 
     def drain(signum: int, frame: FrameType | None) -> None:
-        _start_draining()
+        bootstrap.start_draining()
         delay = _drain_seconds()
         if delay <= 0:
             server_handler(signum, frame)
@@ -502,49 +373,6 @@ def wrap_sigterm() -> bool:
     drain._victor_otel_drain = True  # type: ignore[attr-defined]
     signal.signal(signal.SIGTERM, drain)
     return True
-
-
-_warned_off_main_thread = False
-
-
-def install_exit_handler() -> bool:
-    """When SIGTERM would kill the process outright (no handler), flush first, then die of it as before.
-
-    Called by ``init()``; a handler the application or its server installed is left alone. The handler
-    itself only hands over to a thread: it runs in the main thread between two bytecodes, maybe inside a
-    lock the flush needs (a decorated call's series, the registry), so it must never wait. A second
-    SIGTERM ends the process at once. Outside the main thread no handler can be installed: that is said
-    once, on the ``victor_otel`` logger.
-    """
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return False
-    global _warned_off_main_thread
-    if threading.current_thread() is not threading.main_thread():
-        if not _warned_off_main_thread:
-            _warned_off_main_thread = True
-            _logger.warning(
-                "victor_otel: init() ran outside the main thread, where no signal handler can be installed: "
-                "SIGTERM will end this process without flushing spans and logs. Call victor_otel.init() "
-                "from the main thread, or call victor_otel.shutdown() from your own SIGTERM handler."
-            )
-        return False
-
-    def flush_then_die(signum: int, frame: FrameType | None) -> None:
-        _start_draining()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        threading.Thread(target=_shutdown_then_die, name="victor-otel-sigterm").start()
-
-    signal.signal(signal.SIGTERM, flush_then_die)
-    return True
-
-
-def _shutdown_then_die() -> None:
-    from victor_otel import bootstrap
-
-    try:
-        bootstrap.shutdown()
-    finally:
-        os.kill(os.getpid(), signal.SIGTERM)  # the default action now: the exit a supervisor expects
 
 
 def lifespan(original: Callable[[Any], Any]) -> Callable[[Any], Any]:

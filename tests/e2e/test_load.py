@@ -70,7 +70,7 @@ def test_thousand_concurrent_requests_with_scrapes_and_probes(tmp_path: Path) ->
 
             text = httpx.get(f"{served.url}/metrics").text
             assert metric(text, "victor_coordinator_executions_total", **CHAT) == REQUESTS
-            assert metric(text, "victor_coordinator_errors_total", **CHAT, error_type="ModelUnavailableError") is None
+            assert metric(text, "victor_coordinator_errors_total", **CHAT) == 0
             assert metric(text, "victor_coordinator_latency_seconds_count", **CHAT) == REQUESTS
             served_chat = sum(value for (name, labels), value in samples(text).items()
                               if name == "http_server_duration_milliseconds_count"
