@@ -36,6 +36,16 @@ def test_classifiers_name_the_supported_python_versions() -> None:
     assert "Typing :: Typed" in PROJECT["classifiers"] and (ROOT / "victor_otel" / "py.typed").exists()
 
 
+def test_project_urls_are_the_repository_the_runbook_links_use() -> None:
+    rules = (ROOT / "alerts" / "prometheus_alerts.yml").read_text()
+    runbook = re.search(r"runbook_url: \"(https://github\.com/[^/]+/[^/]+)/", rules)
+    assert runbook is not None
+    urls = PROJECT["urls"]
+    assert urls["Homepage"] == runbook[1]
+    assert all(url.startswith(runbook[1]) for url in urls.values())
+    assert urls["Changelog"].endswith("/CHANGELOG.md") and (ROOT / "CHANGELOG.md").exists()
+
+
 def test_the_changelog_has_this_version() -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"## [{__version__}]" in changelog
