@@ -39,6 +39,8 @@ def test_demo_serves_metrics_and_stops_by_itself(tmp_path: Path) -> None:
         first = process.stdout.readline()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", first)
         assert match, first
+        debug = re.search(r"http://127\.0\.0\.1:\d+/debug", process.stdout.readline())
+        assert debug and debug.group(0) == match.group(0).replace("/metrics", "/debug")
         deadline = time.monotonic() + 5
         text = ""
         while time.monotonic() < deadline:  # something meaningful within five seconds
@@ -49,6 +51,8 @@ def test_demo_serves_metrics_and_stops_by_itself(tmp_path: Path) -> None:
         for name in ("ChatCoordinator", "AnalysisCoordinator", "RetrievalCoordinator"):
             assert f'victor_coordinator_executions_total{{coordinator="{name}"' in text, name
         assert 'victor_coordinator_cache_hits_total{coordinator="RetrievalCoordinator"}' in text
+        pages = httpx.get(debug.group(0), timeout=5)
+        assert pages.status_code == 200 and "ChatCoordinator" in pages.text  # the demo turns /debug on
         rest, errors = process.communicate(timeout=20)
     finally:
         process.kill()
@@ -57,11 +61,89 @@ def test_demo_serves_metrics_and_stops_by_itself(tmp_path: Path) -> None:
     assert traces.read_text().count('"name": "ChatCoordinator.chat"') > 0
 
 
-@pytest.mark.parametrize("args", [["demo", "--error-rate", "2"], ["demo", "--port", "-1"], ["demo", "--duration", "0"]])
+@pytest.mark.parametrize("args", [
+    ["demo", "--error-rate", "2"], ["demo", "--port", "-1"], ["demo", "--duration", "0"], ["demo", "--rate", "-5"],
+    ["demo", "--rate", "nan"],
+])
 def test_demo_rejects_bad_arguments(args: list[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         build_parser().parse_args(args)
     assert caught.value.code == 2
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "victor_otel.cli", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_the_demos_spans_file_keeps_two_runs_at_most(tmp_path: Path) -> None:
+    env = {"TMPDIR": str(tmp_path), "VICTOR_OTEL_TRACES_FILE": ""}
+    spans = tmp_path / "victor-otel-demo-traces.jsonl"
+    runs = []
+    for _ in range(3):
+        result = run_cli("demo", "--port", "0", "--duration", "1", "--rate", "50", env=env)
+        assert result.returncode == 0, result.stderr
+        assert str(spans) in result.stdout  # the line that names the file
+        runs.append(spans.read_bytes())
+        assert runs[-1].count(b'"name": "ChatCoordinator.chat"') > 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("victor-otel-demo")) == [
+        spans.name, spans.name + ".1",
+    ]
+    assert (tmp_path / (spans.name + ".1")).read_bytes() == runs[1]  # the previous run, whole
+    assert runs[0] not in runs[2], "the third run's file does not hold the first run's spans"
+
+
+def test_a_negative_rate_is_one_line_not_a_traceback() -> None:
+    result = run_cli("demo", "--rate", "-5")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--rate: '-5' is not a number >= 0" in result.stderr
+
+
+def test_a_taken_port_is_one_line_that_suggests_another() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("demo", "--port", str(port), "--duration", "1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert f"port {port} on 127.0.0.1 is already in use" in line and "--port" in line
+
+
+def test_the_demo_without_its_extra_says_which_extra(tmp_path: Path) -> None:
+    # A directory early on sys.path that hides uvicorn: what a user without the [demo] extra has.
+    (tmp_path / "uvicorn.py").write_text("raise ModuleNotFoundError(\"No module named 'uvicorn'\", name='uvicorn')\n")
+    result = run_cli("demo", "--duration", "1", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "uvicorn is not installed" in result.stderr and "pip install 'victor-otel[demo]'" in result.stderr
+
+
+def test_output_piped_to_head_ends_quietly() -> None:
+    # Like `victor-otel metrics | head -0`: the reader is gone before the first line is written (closed
+    # here before the interpreter has even started, so the write fails every time).
+    process = subprocess.Popen([sys.executable, "-m", "victor_otel.cli", "metrics", "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    process.wait(timeout=60)
+    assert "BrokenPipeError" not in errors and "Traceback" not in errors, errors
+    assert process.returncode == cli.EXIT_BROKEN_PIPE
+
+
+def test_main_turns_a_closed_pipe_into_an_exit_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return os.open(tmp_path / "stdout", os.O_WRONLY | os.O_CREAT)
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert cli.main(["metrics"]) == cli.EXIT_BROKEN_PIPE
 
 
 # -- the live summary --------------------------------------------------------------------------------

@@ -448,3 +448,13 @@ def test_threads_count_exactly(telemetry: Any) -> None:
     samples = scrape()
     assert value(samples, EXEC, coordinator="Threads", method="work") == 16000
     assert value(samples, "victor_coordinator_latency_seconds_count", coordinator="Threads", method="work") == 16000
+
+
+def test_bare_instrument_says_the_coordinator_name_is_missing() -> None:
+    with pytest.raises(victor_otel.VictorOtelConfigError, match="the coordinator name is missing") as caught:
+
+        @victor_otel.instrument  # type: ignore[arg-type]
+        def plan() -> None:
+            pass
+
+    assert '@victor_otel.instrument("ChatCoordinator")' in str(caught.value)

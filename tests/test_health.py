@@ -526,7 +526,9 @@ def test_setup_is_idempotent_and_instrument_app_adds_the_routes() -> None:
     victor_otel.instrument_app(app)
     victor_otel.setup_health_endpoints(app)
     paths = [r.path for r in app.routes]  # type: ignore[attr-defined]
-    assert sorted(paths) == ["/health", "/health/detailed", "/health/live", "/health/ready", "/metrics"]
+    assert sorted(paths) == [
+        "/debug", "/debug/{page:path}", "/health", "/health/detailed", "/health/live", "/health/ready", "/metrics",
+    ]
     custom = victor_otel.setup_health_endpoints(Starlette(), prefix="/healthz")
     assert next(r.path for r in custom.routes) == "/healthz"  # type: ignore[attr-defined]
 

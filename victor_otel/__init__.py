@@ -136,6 +136,8 @@ def init(
     multiproc_dir: str | None = None,
     metrics_token: str | None = None,
     metrics_basic_auth: str | None = None,
+    debug_pages: str | bool | None = None,
+    debug_trace_url: str | None = None,
     health_error_rate_warn: float | None = None,
     health_error_rate_fail: float | None = None,
     health_min_calls: int | None = None,

@@ -68,6 +68,8 @@ from victor_otel.registry import Registry, get_registry
 if TYPE_CHECKING:  # the logs SDK is imported only when a logs exporter is configured
     from opentelemetry.sdk._logs import LoggerProvider
 
+    from victor_otel.tracebuffer import TraceBuffer  # imported only when the /debug pages are on
+
 SCOPE = InstrumentationScope("victor_otel", __version__)
 _logger = logging.getLogger("victor_otel")
 
@@ -222,6 +224,8 @@ class Telemetry:
         self.prometheus_registry: SerialRegistry | None = None
         self.readers: list[MetricReader] = []
         self.metrics_server: Closeable | None = None
+        #: The /debug pages' recent traces (victor_otel.tracebuffer) when they are on and tracing is ours.
+        self.trace_buffer: TraceBuffer | None = None
         #: What happened to every span, log record and metric point handed to an exporter.
         self.exports = ExportStats()
         self.producers: list[Producer] = [registry.produce, self.exports.produce]
@@ -502,6 +506,8 @@ def init(
         if not settings.disabled:
             check_sdk_environment()  # a bad OTEL_* variable the SDK reads: our error, not the SDK's crash
             _build_traces(telemetry, span_exporters, span_processors)
+            if settings.debug_pages_enabled and telemetry._owned_tracer_provider:
+                _record_for_debug_pages(telemetry)
             _build_metrics(telemetry)
             _build_logs(telemetry)
             install_exit_handler()  # SIGTERM without a handler: flush, then die of it as before
@@ -515,6 +521,16 @@ def init(
             atexit.register(_shutdown_at_exit)
             _atexit_registered = True
         return telemetry
+
+
+def _record_for_debug_pages(telemetry: Telemetry) -> None:
+    """Keep recent traces and their log records in bounded memory for the /debug pages."""
+    from victor_otel.tracebuffer import TraceBuffer
+
+    buffer = TraceBuffer()
+    telemetry.tracer_provider.add_span_processor(buffer)  # shut down with the provider
+    buffer.install_log_capture()
+    telemetry.trace_buffer = buffer
 
 
 def _set_propagator() -> None:

@@ -111,6 +111,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number >= 0 (0: no synthetic load)")
+    return value
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -143,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="run a demo app with three coordinators under synthetic load, serving /metrics",
+        help="run a demo app with three coordinators under synthetic load, serving /metrics and /debug",
         description="Run a FastAPI app with three instrumented coordinators (one failing sometimes, one "
         "slow, one with a cache) under a synthetic load, serving /metrics on HOST:PORT. Every second it "
         "prints the calls, errors and p95 latency of each coordinator over the sliding window: one line "
@@ -157,9 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="probability that ChatCoordinator.chat fails (default: 0.05)")
     demo.add_argument("--slow-seconds", type=_positive, default=0.5,
                       help="typical latency of AnalysisCoordinator (default: 0.5)")
-    demo.add_argument("--rate", type=float, default=20.0, help="synthetic requests per second (default: 20)")
+    demo.add_argument("--rate", type=_non_negative, default=20.0,
+                      help="synthetic requests per second (default: 20; 0: none)")
     demo.add_argument("--traces-file", default=None,
-                      help="where spans go (default: a file in the temp directory; '-' for stdout)")
+                      help="where spans go, appended (default: a file in the temp directory, started afresh "
+                           "each run with the previous run's kept as .1; '-' for stdout)")
 
     check = commands.add_parser(
         "check",
@@ -198,17 +210,53 @@ def build_parser() -> argparse.ArgumentParser:
 # -- demo ------------------------------------------------------------------------------------------
 
 
+#: The extra that brings what ``victor-otel demo`` needs beyond the core dependencies.
+DEMO_EXTRA = "pip install 'victor-otel[demo]'"
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether ``host:port`` cannot be bound because something listens there already."""
+    if port == 0:
+        return False
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return False  # uvicorn will say what is wrong with the host
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
 def run_demo(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as error:
+        print(f"victor-otel demo: {error.name} is not installed; the demo needs the demo extra: {DEMO_EXTRA}",
+              file=sys.stderr)
+        return EXIT_BAD_VALUE
+    if _port_taken(args.host, args.port):
+        print(f"victor-otel demo: port {args.port} on {args.host} is already in use; choose another with "
+              f"--port (for example --port {args.port + 1 if args.port < 65535 else 8000}, or --port 0 for any "
+              "free port)", file=sys.stderr)
+        return EXIT_BAD_VALUE
 
     import victor_otel
-    from victor_otel.demo import create_app, default_traces_file
+    from victor_otel.demo import create_app, default_traces_file, start_traces_file
 
     traces_file = args.traces_file or os.environ.get("VICTOR_OTEL_TRACES_FILE") or default_traces_file()
+    if traces_file == default_traces_file():
+        start_traces_file(traces_file)  # the demo's own file: this run's spans, and the previous run's in .1
     telemetry = victor_otel.init(
         service_name=os.environ.get("OTEL_SERVICE_NAME") or "victor-demo",
         traces_file=None if traces_file == "-" else traces_file,
         traces_exporter="console" if traces_file == "-" else None,  # '-': standard output, asked for
+        # The demo is for looking: /debug on unless VICTOR_OTEL_DEBUG_PAGES says otherwise.
+        debug_pages=None if os.environ.get("VICTOR_OTEL_DEBUG_PAGES", "").strip() else True,
     )
     app = create_app(error_rate=args.error_rate, slow_seconds=args.slow_seconds, load_rate=args.rate)
     config_ = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="on")
@@ -227,6 +275,8 @@ def run_demo(args: argparse.Namespace) -> int:
         host = f"[{args.host}]" if ":" in args.host else args.host
         url = f"http://{host}:{port}/metrics"
         print(f"victor_otel demo: {styled(url, 'bold', status.color)}  (spans: {traces_file})", flush=True)
+        debug_url = f"http://{host}:{port}/debug"
+        print(f"victor_otel demo: traces and coordinators at {styled(debug_url, 'bold', status.color)}", flush=True)
         started = time.monotonic()
         with contextlib.suppress(asyncio.CancelledError):
             while not serve.done():
@@ -598,6 +648,23 @@ def run_metrics(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe can be caught, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # The reader went away (``victor-otel metrics | head``): stop quietly, as other commands do. Standard
+        # output is pointed at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+#: Exit status when standard output was closed by its reader (128 + SIGPIPE, as a shell reports it).
+EXIT_BROKEN_PIPE = 141
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args: Any = build_parser().parse_args(argv)
     if args.command == "demo":
         return run_demo(args)

@@ -139,6 +139,29 @@ def _parse_endpoint(setting: str, value: object) -> str | None:
     return text.rstrip("/")
 
 
+def _parse_debug_pages(setting: str, value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = _parse_str(setting, value).lower()
+    if text in _TRUE + _FALSE and text != "":
+        return "true" if text in _TRUE else "false"
+    if text != "auto":
+        raise _fail(setting, value, "auto | true | false")
+    return text
+
+
+def _parse_trace_url(setting: str, value: object) -> str | None:
+    """An http(s) URL template holding ``{trace_id}`` (the debug pages' link to Grafana / Tempo)."""
+    text = _parse_optional_str(setting, value)
+    if text is None:
+        return None
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or "{trace_id}" not in text:
+        raise _fail(setting, value, "an http:// or https:// URL containing {trace_id}, such as "
+                    "http://localhost:3000/explore?left=...{trace_id}...")
+    return text
+
+
 def _parse_attributes(setting: str, value: object) -> dict[str, str]:
     """``key1=value1,key2=value2`` (values percent-decoded, as the OTel spec says) or a mapping."""
     if isinstance(value, Mapping):
@@ -283,6 +306,12 @@ OPTIONS: tuple[Option, ...] = (
            "When set, /metrics (app route and standalone server) requires 'Authorization: Bearer <token>'."),
     Option("metrics_basic_auth", ("VICTOR_OTEL_METRICS_BASIC_AUTH",), None, _parse_basic_auth,
            "When set (user:password), /metrics also accepts HTTP basic auth with these credentials."),
+    # -- debug pages (victor_otel.debugpages) --
+    Option("debug_pages", ("VICTOR_OTEL_DEBUG_PAGES",), "auto", _parse_debug_pages,
+           "/debug pages (coordinators, recent traces, one trace as a waterfall) beside /metrics: true | false "
+           "| auto (on when no traces exporter is otlp, the embedded default). Behind health_token when set."),
+    Option("debug_trace_url", ("VICTOR_OTEL_DEBUG_TRACE_URL",), None, _parse_trace_url,
+           "The /debug trace page links to this URL, {trace_id} replaced (a Grafana / Tempo trace view)."),
     # Health thresholds: declared here once; health.DEFAULT_THRESHOLDS and the alert rules follow them.
     Option("health_error_rate_warn", ("VICTOR_OTEL_HEALTH_ERROR_RATE_WARN",), 0.01, _number(float, 0.0, 1.0),
            "Health: a coordinator's error rate over the window above this warns (0 to 1)."),
@@ -372,6 +401,8 @@ class Settings:
     multiproc_dir: str | None = None
     metrics_token: str | None = field(default=None, repr=False)  # a secret: never in a repr or a message
     metrics_basic_auth: str | None = field(default=None, repr=False)  # a secret as well
+    debug_pages: str = "auto"
+    debug_trace_url: str | None = None
     health_error_rate_warn: float = _BY_NAME["health_error_rate_warn"].default
     health_error_rate_fail: float = _BY_NAME["health_error_rate_fail"].default
     health_min_calls: int = _BY_NAME["health_min_calls"].default
@@ -450,6 +481,19 @@ class Settings:
             or attrs.get("deployment.environment")
             or "development"
         )
+
+    @property
+    def debug_pages_enabled(self) -> bool:
+        """Whether the /debug pages are served: ``debug_pages`` true, or auto and no traces exporter is otlp.
+
+        >>> Settings.from_sources({}, {}).debug_pages_enabled
+        True
+        >>> Settings.from_sources({"traces_exporter": "otlp"}, {}).debug_pages_enabled
+        False
+        """
+        if self.debug_pages == "auto":
+            return not self.disabled and "otlp" not in self.traces_exporter
+        return self.debug_pages == "true"
 
     def differences(self, other: Settings) -> list[str]:
         """Names and values of the settings that differ, for error messages."""

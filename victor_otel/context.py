@@ -34,7 +34,7 @@ import re
 import uuid
 from collections.abc import MutableMapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
@@ -43,7 +43,9 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import CarrierT, Getter, TextMapPropagator, default_getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:  # annotations only: request IDs work without Starlette; instrument_app() says it needs it
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The baggage entry (and log field) holding the request ID.
 BAGGAGE_KEY = "request_id"

@@ -437,6 +437,11 @@ def instrument(coordinator: str, method: str | None = None) -> Callable[[T], T]:
     >>> run_tool("grep")
     'GREP'
     """
+    if callable(coordinator) or isinstance(coordinator, (staticmethod, classmethod)):  # bare @instrument
+        raise VictorOtelConfigError(
+            "instrument: the coordinator name is missing; write @victor_otel.instrument(\"ChatCoordinator\") "
+            "(the method defaults to the function's name), or @victor_otel.coordinator to name it after its class"
+        )
     coordinator_name = _check_name("coordinator", coordinator)
     if method is not None:
         _check_name("method", method)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from opentelemetry import trace
 
 import victor_otel
 
@@ -69,8 +72,11 @@ async def synthetic_load(coordinators: dict[str, Any], rate: float, seed: int | 
     rng = random.Random(seed)
     pending: set[asyncio.Task[Any]] = set()
 
+    tracer = trace.get_tracer("victor_otel.demo")
+
     async def one_request() -> None:
-        with contextlib.suppress(ModelUnavailableError):
+        # One trace per request (its coordinator calls as children), as a server span would make it.
+        with tracer.start_as_current_span("demo request"), contextlib.suppress(ModelUnavailableError):
             await coordinators["retrieval"].retrieve(rng.randint(0, 20))
             await coordinators["chat"].chat("hello victor")
             async for _ in coordinators["chat"].stream("a streamed answer"):
@@ -126,3 +132,19 @@ def create_app(
 
 def default_traces_file() -> str:
     return str(Path(tempfile.gettempdir()) / "victor-otel-demo-traces.jsonl")
+
+
+def start_traces_file(path: str) -> None:
+    """Begin a run's spans file afresh, keeping the previous run's as ``<path>.1`` (and no older one), so
+    that runs of the demo do not make it grow without bound.
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "spans.jsonl")
+    >>> for run in ("first", "second", "third"):
+    ...     start_traces_file(path)
+    ...     _ = open(path, "a").write(run)
+    >>> open(path).read(), open(path + ".1").read(), os.path.exists(path + ".2")
+    ('third', 'second', False)
+    """
+    if os.path.exists(path):
+        os.replace(path, path + ".1")

@@ -8,6 +8,7 @@ Prometheus text format or, when the scraper asks for it, OpenMetrics.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import socket
 import sys
@@ -20,7 +21,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, make_wsgi_app
 
-from victor_otel import auth, bootstrap
+from victor_otel import auth, bootstrap, debugpages
 from victor_otel.config import Settings
 from victor_otel.errors import VictorOtelInitError
 
@@ -149,6 +150,12 @@ def start_metrics_server(
     family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     Server.address_family, address = family, str(sockaddr[0])
     app = _guarded(make_wsgi_app(_prometheus_registry(telemetry)), telemetry.settings)
+    if telemetry.settings.debug_pages_enabled:
+        if _loopback(host) or telemetry.settings.health_token:
+            app = _with_debug_pages(app, telemetry)
+        else:
+            _logger.info("victor_otel: no /debug pages on the metrics server at %s: it is not bound to the "
+                         "loopback address and VICTOR_OTEL_HEALTH_TOKEN is not set", host)
     server = make_server(address, port, app, Server, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="victor-otel-metrics", daemon=True)
     thread.start()
@@ -215,6 +222,37 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 _WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _with_debug_pages(app: _WSGIApp, telemetry: bootstrap.Telemetry) -> _WSGIApp:
+    """``app`` with ``/debug`` and below served by victor_otel.debugpages (behind its own token check)."""
+    from http import HTTPStatus
+
+    prefix = debugpages.PREFIX
+
+    def debug(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path != prefix and not path.startswith(prefix + "/"):
+            return app(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "GET")
+        page = debugpages.respond(
+            method, path, environ.get("QUERY_STRING", ""), environ.get("HTTP_AUTHORIZATION"), telemetry
+        )
+        start_response(f"{page.status} {HTTPStatus(page.status).phrase}", [
+            ("Content-Type", page.content_type), ("Content-Length", str(len(page.body))), *page.headers.items(),
+        ])
+        return [b"" if method == "HEAD" else page.body]
+
+    return debug
 
 
 def _guarded(app: _WSGIApp, settings: Settings) -> _WSGIApp:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from victor_otel import bootstrap, workers
+from victor_otel import bootstrap, debugpages, workers
 from victor_otel.context import RequestIdMiddleware, echo_request_id
+from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
 from victor_otel.exposition import metrics_endpoint
 from victor_otel.health import setup_health_endpoints
 
 #: Paths that get no server span (probes and scrapes would drown the traces).
-EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed"
+EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed,/debug"
 #: The ASGI instrumentation's per-message ``http send`` / ``http receive`` spans: three spans a request
 #: that say little the server span does not, and cost most of its per-request overhead.
 EXCLUDED_SPANS: list[Any] = ["receive", "send"]
@@ -24,8 +25,9 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
     >>> import victor_otel
     >>> app = victor_otel.instrument_app(Starlette())
     >>> sorted(r.path for r in app.routes)
-    ['/health', '/health/detailed', '/health/live', '/health/ready', '/metrics']
+    ['/debug', '/debug/{page:path}', '/health', '/health/detailed', '/health/live', '/health/ready', '/metrics']
     """
+    _check_app(app)
     if getattr(app.state, "victor_otel_instrumented", False):
         return app  # calling it twice must not add routes or middleware twice
     app.state.victor_otel_instrumented = True
@@ -35,6 +37,7 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
         # SIGTERM: readiness 503 first, drain_seconds later the server stops; then spans and logs are flushed.
         router.lifespan_context = workers.lifespan(router.lifespan_context)
     setup_health_endpoints(app)
+    _add_debug_pages(app)
     telemetry = bootstrap.current()
     tracer_provider = telemetry.tracer_provider if telemetry is not None else None
     meter_provider = telemetry.meter_provider if telemetry is not None else None
@@ -59,6 +62,42 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
         )
     echo_request_id(app)  # outermost: X-Request-ID on every response, unhandled-error 500s included
     return app
+
+
+#: What to install when Starlette is missing (it is a dependency; FastAPI comes with the demo extra).
+WEB_EXTRA = "pip install 'victor-otel[demo]' (FastAPI and uvicorn) or pip install starlette"
+
+
+def _check_app(app: Any) -> None:
+    """One clear error for the everyday mistakes: Starlette missing, or an app that is not an ASGI one of
+    Starlette or FastAPI."""
+    try:
+        import starlette  # noqa: F401
+    except ImportError:
+        raise VictorOtelInitError(f"instrument_app() needs Starlette or FastAPI, which is not installed: {WEB_EXTRA}") \
+            from None
+    if not (hasattr(app, "add_route") and hasattr(app, "add_middleware") and hasattr(app, "state")):
+        raise VictorOtelConfigError(
+            f"instrument_app(): {type(app).__module__}.{type(app).__qualname__} is not a Starlette or FastAPI "
+            "application; pass one (for another framework, route victor_otel.metrics_endpoint() yourself)"
+        )
+
+
+def _add_debug_pages(app: Any) -> None:
+    """``/debug`` and below (victor_otel.debugpages); they answer 404 while ``debug_pages`` is off."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    async def debug(request: Request) -> Response:
+        rest = request.path_params.get("page", "")  # not url.path: the app may be mounted under a prefix
+        page = debugpages.respond(
+            request.method, f"{debugpages.PREFIX}/{rest}", request.url.query, request.headers.get("authorization")
+        )
+        return Response(page.body, page.status, headers=page.headers, media_type=page.content_type)
+
+    prefix = debugpages.PREFIX
+    for path in (prefix, prefix + "/{page:path}"):
+        app.add_route(path, debug, methods=["GET", "HEAD"], include_in_schema=False)
 
 
 def _is_fastapi(app: Any) -> bool:
