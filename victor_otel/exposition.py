@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, make_wsgi_app
 
 from victor_otel import auth, bootstrap, debugpages
-from victor_otel.config import Settings
+from victor_otel.config import Settings, _number
 from victor_otel.errors import VictorOtelInitError
 
 _logger = logging.getLogger("victor_otel")
@@ -138,8 +138,6 @@ def start_metrics_server(
     Binds to the loopback address unless told otherwise: metrics reveal internals. Requires the
     credentials of ``metrics_token`` / ``metrics_basic_auth`` when they are set; answers GET (and OPTIONS).
     """
-    from victor_otel.config import _number
-
     port = _number(int, 0, 65535)("port", port)
     telemetry = _telemetry(telemetry)
 

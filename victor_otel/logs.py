@@ -42,7 +42,7 @@ from opentelemetry import baggage, trace
 from opentelemetry import context as otel_context
 from opentelemetry._logs import LogRecord, SeverityNumber
 
-from victor_otel import bootstrap, forking
+from victor_otel import bootstrap, decorators, forking
 from victor_otel.config import Settings
 from victor_otel.context import BAGGAGE_KEY, valid_request_id
 from victor_otel.decorators import error_type_of
@@ -552,9 +552,7 @@ def get_coordinator_logger(name: str) -> logging.Logger:
     >>> get_coordinator_logger("ChatCoordinator").name
     'victor.coordinators.ChatCoordinator'
     """
-    from victor_otel.decorators import _check_name
-
-    return logging.getLogger(_PREFIX + _check_name("coordinator", name))
+    return logging.getLogger(_PREFIX + decorators._check_name("coordinator", name))
 
 
 def _level(setting: str, value: object) -> int:
@@ -776,8 +774,6 @@ forking.on_fork(before=_hold_handlers, after_in_parent=_release_handlers, after_
 
 
 def _install_hook() -> None:
-    from victor_otel import decorators
-
     current = decorators._runtime.on_execution
     _setup.previous_hook = current
     if current is None:
@@ -789,8 +785,6 @@ def _install_hook() -> None:
 
 def teardown_coordinator_logging() -> None:
     """Undo :func:`setup_coordinator_logging`: remove and close its handlers, restore levels and the hook."""
-    from victor_otel import decorators
-
     for logger, handler in _setup.handlers:
         logger.removeHandler(handler)
         try:
