@@ -222,9 +222,21 @@ def _start(provider: str, operation: str, resource: Any, kwargs: dict[str, Any])
     return call
 
 
-def _wrap_sync(original: Callable[..., Any], provider: str, operation: str) -> Callable[..., Any]:
-    on_response = _RESPONSE[provider]
+def _settled(call: Any, result: Any, provider: str, stream_type: type) -> Any:
+    """What a wrapped ``create`` returns once the client answered: a stream wrapper that ends the call at
+    its last chunk, or the response itself, read and the call ended."""
+    if call.stream:
+        call.release_context()
+        return stream_type(result, call, provider)
+    try:
+        _RESPONSE[provider](call, result)
+    except Exception:
+        _logger.exception("victor_otel: reading a model response failed")
+    call.end(None)
+    return result
 
+
+def _wrap_sync(original: Callable[..., Any], provider: str, operation: str) -> Callable[..., Any]:
     @functools.wraps(original)
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = _start(provider, operation, self, kwargs)
@@ -233,23 +245,13 @@ def _wrap_sync(original: Callable[..., Any], provider: str, operation: str) -> C
         except BaseException as exc:
             call.end(exc)
             raise
-        if call.stream:
-            call.release_context()
-            return _Stream(result, call, provider)
-        try:
-            on_response(call, result)
-        except Exception:
-            _logger.exception("victor_otel: reading a model response failed")
-        call.end(None)
-        return result
+        return _settled(call, result, provider, _Stream)
 
     setattr(create, _ORIGINAL, original)
     return create
 
 
 def _wrap_async(original: Callable[..., Any], provider: str, operation: str) -> Callable[..., Any]:
-    on_response = _RESPONSE[provider]
-
     @functools.wraps(original)
     async def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         call = _start(provider, operation, self, kwargs)
@@ -258,15 +260,7 @@ def _wrap_async(original: Callable[..., Any], provider: str, operation: str) -> 
         except BaseException as exc:
             call.end(exc)
             raise
-        if call.stream:
-            call.release_context()
-            return _AsyncStream(result, call, provider)
-        try:
-            on_response(call, result)
-        except Exception:
-            _logger.exception("victor_otel: reading a model response failed")
-        call.end(None)
-        return result
+        return _settled(call, result, provider, _AsyncStream)
 
     setattr(create, _ORIGINAL, original)
     return create
