@@ -13,6 +13,7 @@ test can check that nothing was lost or counted twice: :meth:`FaultServer.metric
 from __future__ import annotations
 
 import gzip
+import random
 import socket
 import threading
 import time
@@ -52,12 +53,34 @@ def _attributes(pairs: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in pairs}
 
 
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A port nothing listens on (for 'the collector is down')."""
-    with socket.socket() as sock:
+    """A loopback port nothing listens on, for a server a test starts (or for 'the collector is down').
+
+    Taken below the kernel's ephemeral range: a port the kernel hands out for ``bind(0)`` may be given to
+    an outgoing connection (a scrape, an OTLP export) before the server the test starts binds it, which made
+    the collector fail at start-up with 'address already in use'.
+    """
+    low = max(_ephemeral_low(), 11_000)
+    for _ in range(200):
+        port = random.randrange(10_000, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # the low range is crowded: fall back to the kernel's choice
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.test_bundle_support import COLLECTOR_CONFIG, REPO, free_port
+from tests.e2e.test_bundle_support import COLLECTOR_CONFIG, REPO
+from tests.faults import free_port
 
 BUILD_SCRIPT = REPO / "collector" / "build.sh"
 PROGRAMS = ("otelcol-victor", "prometheus", "jaeger", "victoria-logs")

@@ -34,13 +34,13 @@ from tests.e2e.otel_stack import (
 )
 from tests.e2e.test_bundle_support import (
     alert_rules,
-    free_port,
     load_dashboard,
     load_rules,
     prometheus_targets,
     recording_rules,
 )
 from tests.e2e.test_prometheus_live import DASHBOARD_VARIABLES
+from tests.faults import free_port
 from victor_otel.instruments import CONTRACT
 
 pytestmark = pytest.mark.e2e

@@ -30,13 +30,13 @@ from tests.e2e.otel_stack import http_get as get
 from tests.e2e.test_bundle_support import (
     REPO,
     alert_rules,
-    free_port,
     load_dashboard,
     load_rules,
     metric_names,
     prometheus_targets,
     recording_rules,
 )
+from tests.faults import free_port
 from victor_otel.instruments import CONTRACT
 
 pytestmark = pytest.mark.e2e

@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from tests.e2e.otel_stack import binary
-from tests.e2e.test_bundle_support import REPO, free_port, tool
+from tests.e2e.test_bundle_support import REPO, tool
 from tests.e2e.test_prometheus_live import JOB, get, poll, stop
+from tests.faults import free_port
 
 pytestmark = pytest.mark.e2e
 
