@@ -207,6 +207,7 @@ class Telemetry:
     >>> t.settings.service_name, t.lifecycle.value
     ('doc', 'ready')
     >>> victor_otel.shutdown()
+    True
     """
 
     def __init__(self, settings: Settings, registry: Registry) -> None:

@@ -1,12 +1,20 @@
 """The seed's ``victor.observability`` names, as thin shims over the OpenTelemetry design.
 
-Existing code keeps working unchanged::
+Existing code keeps working unchanged (the endpoint initialises victor_otel if nothing did):
 
-    collector = get_coordinator_metrics_collector()
-    with collector.track_coordinator("ChatCoordinator"):
-        ...
-    exporter = get_prometheus_exporter()
-    app.add_route("/metrics", exporter.get_endpoint())
+>>> from starlette.applications import Starlette
+>>> from starlette.testclient import TestClient
+>>> app = Starlette()
+>>> collector = get_coordinator_metrics_collector()
+>>> with collector.track_coordinator("ChatCoordinator"):
+...     pass
+>>> exporter = get_prometheus_exporter()
+>>> app.add_route("/metrics", exporter.get_endpoint())
+>>> response = TestClient(app).get("/metrics")
+>>> response.status_code, 'victor_coordinator_executions_total{coordinator="ChatCoordinator"' in response.text
+(200, True)
+>>> bootstrap.shutdown()
+True
 """
 
 from __future__ import annotations

@@ -55,6 +55,7 @@ def render(accept: str | None = None, telemetry: bootstrap.Telemetry | None = No
     >>> content_type.startswith("text/plain"), b"# TYPE victor_coordinator_uptime_seconds gauge" in body
     (True, True)
     >>> victor_otel.shutdown()
+    True
     """
     telemetry = _telemetry(telemetry)
     if telemetry.settings.disabled:
