@@ -257,12 +257,8 @@ def _default(option: config.Option) -> str:
 
 
 def configuration_reference() -> str:
-    """An index, then one entry per setting, from the declaration: meaning, variables, default, ``check`` flag."""
-    parts = ["## Every setting", "", "| setting | environment (first wins) | default |", "|---|---|---|"]
-    for option in config.OPTIONS:
-        variables = ", ".join(f"`{var}`" for var in option.env)
-        parts.append(f"| [`{option.name}`](#{option.name}) | {variables} | {_default(option)} |")
-    parts.append("")
+    """The settings table (``config.markdown_table()``), then one entry per setting, from the declaration."""
+    parts = ["## Every setting", "", config.markdown_table().rstrip("\n"), ""]
     for option in config.OPTIONS:
         variables = ", then ".join(f"`{var}`" for var in option.env)
         parts += [
@@ -277,6 +273,10 @@ def configuration_reference() -> str:
             "",
         ]
     return "\n".join(parts) + "\n"
+
+
+def test_configuration_table_matches_the_settings_declaration() -> None:
+    assert config.markdown_table() in CONFIGURATION.read_text()
 
 
 def test_configuration_reference_is_generated_from_the_declaration() -> None:
@@ -327,6 +327,20 @@ def test_relative_links_resolve() -> None:
             elif anchor and destination.suffix == ".md" and anchor not in anchors(destination):
                 broken.append(f"{path.relative_to(ROOT)}: {target} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def test_every_docs_page_is_linked_from_the_readme_and_the_architecture_page() -> None:
+    readme = set(_LINK.findall((ROOT / "README.md").read_text()))
+    architecture = set(_LINK.findall((ROOT / "docs" / "architecture.md").read_text()))
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    assert pages, "no docs page found: is docs/ where it was?"
+    missing = [f"README.md -> docs/{page.name}" for page in pages if f"docs/{page.name}" not in readme]
+    missing += [
+        f"docs/architecture.md -> {page.name}"
+        for page in pages
+        if page.name != "architecture.md" and page.name not in architecture
+    ]
+    assert not missing, "docs pages that the front door or the architecture page do not list:\n" + "\n".join(missing)
 
 
 def test_architecture_names_every_module_and_no_other() -> None:

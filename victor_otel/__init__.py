@@ -159,7 +159,7 @@ def init(
     """Bootstrap tracing, metrics and logs for this process and return the :class:`Telemetry`.
 
     Every argument left ``None`` comes from its environment variable (``VICTOR_OTEL_*``, then the
-    standard ``OTEL_*`` one), else its default; see the README's configuration table. Calling it again
+    standard ``OTEL_*`` one), else its default; see docs/configuration.md. Calling it again
     with the same settings returns the same object; with other settings it raises
     :class:`VictorOtelInitError`. A bad value raises :class:`VictorOtelConfigError` naming the setting.
     ``span_exporters``: extra span exporters behind a synchronous processor (for example an

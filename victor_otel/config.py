@@ -1,7 +1,7 @@
 """Settings: one frozen object built from ``init()`` arguments over environment variables.
 
 Every option is declared once in :data:`OPTIONS` (argument, environment variables, default, parser,
-documentation); the README's configuration table and ``victor-otel check`` read the same declaration.
+documentation); docs/configuration.md's table and ``victor-otel check`` read the same declaration.
 Precedence, highest first: an ``init()`` argument, then the ``VICTOR_OTEL_*`` variable, then the
 standard ``OTEL_*`` variable, then the default. Every bad value raises :class:`VictorOtelConfigError`
 naming the setting and what it accepts.
@@ -559,7 +559,7 @@ def check_sdk_environment(environ: Mapping[str, str] | None = None) -> None:
 
 
 def markdown_table() -> str:
-    """The configuration reference as a Markdown table (the README embeds it; a test keeps them equal)."""
+    """The configuration reference as a Markdown table (docs/configuration.md embeds it; a test keeps them equal)."""
     rows = [
         "| argument | environment (first wins) | default | meaning |",
         "|---|---|---|---|",

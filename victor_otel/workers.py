@@ -8,7 +8,7 @@ with the parent), the multi-process snapshot writer restarts under a new file, a
 follow the child's pid (:mod:`victor_otel.bootstrap` for the telemetry). The SDK's batch processors and
 periodic reader restart their own threads (their own at-fork hooks).
 
-**Two supported ways to get exact totals from N workers** (see the README's "Operating"):
+**Two supported ways to get exact totals from N workers** (see docs/operating.md):
 
 - *OTLP push per worker* (``OTEL_METRICS_EXPORTER=otlp``): each worker pushes its own cumulative
   counters with its own ``service.instance.id``; the collector / Prometheus sums over instances.

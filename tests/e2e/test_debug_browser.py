@@ -3,7 +3,7 @@ that executable: Playwright never downloads a browser here). Each page loads wit
 a failed request, the waterfall of a known trace shows its spans in order, the filter form narrows the
 list, and a screenshot of each page is kept under :data:`ARTIFACTS` (the path is printed).
 
-``UPDATE_DOCS=1`` also rewrites ``docs/debug-trace.png``, the screenshot the README shows.
+``UPDATE_DOCS=1`` also rewrites ``docs/debug-trace.png``, the screenshot docs/debug-pages.md shows.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def test_waterfall_of_a_known_trace_in_chromium(browser: Any, site: str) -> None
     assert "ValueError" in page.locator("#waterfall details").last.inner_text()
     path = watched.shot("trace")
     assert path.stat().st_size > 0
-    if os.environ.get("UPDATE_DOCS"):  # the README's picture: the successful trace, its first span opened
+    if os.environ.get("UPDATE_DOCS"):  # docs/debug-pages.md's picture: the successful trace, its first span opened
         watched.open(site + "/debug/traces?outcome=ok")
         with page.expect_navigation():
             page.click("#traces tr.trace a")

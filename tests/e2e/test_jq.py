@@ -40,7 +40,7 @@ def jq(program: str, path: Path) -> list[dict[str, Any]]:
 def log_file(tmp_path: Path) -> Any:
     path = tmp_path / "victor" / "coordinators.log"
     victor_otel.init(service_name="victor", traces_exporter="none")
-    # The README's production set-up: INFO, JSON, a file; success records are DEBUG (not written),
+    # docs/logging.md's production set-up: INFO, JSON, a file; success records are DEBUG (not written),
     # executions slower than 1 s are WARNING, failures ERROR.
     victor_otel.setup_coordinator_logging(level="INFO", format_type="json", output_file=str(path))
     try:
