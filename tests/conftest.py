@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -57,3 +59,41 @@ def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def value(samples: dict[Any, float], name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def record(coordinator: str, method: str, duration: float, error: str | None = None) -> None:
+    """Record one execution with an exact duration, as the decorators do."""
+    series, window = get_registry().method_series(coordinator, method)
+    series.record(duration, error, False, window)
+
+
+def in_child(body: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
+    """Run ``body`` in a forked child; return what it returned (JSON), fail if it hangs or crashes."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, json.dumps(body()).encode())
+            code = 0
+        except BaseException as error:  # report, do not raise into pytest's stack
+            os.write(write_end, json.dumps({"error": repr(error)}).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung (a lock held at fork time?)")
+        time.sleep(0.02)
+    with os.fdopen(read_end, "rb") as pipe:
+        result: dict[str, Any] = json.loads(pipe.read() or b"{}")
+    assert "error" not in result, result.get("error")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return result

@@ -1,8 +1,10 @@
-"""/metrics: exact values and buckets, HELP/TYPE on every family, cardinality cap, servers."""
+"""/metrics: rendering (text, OpenMetrics, concurrent scrapes), the app route and the standalone server.
+
+What the families count is tested in tests/test_registry.py, the contract itself in tests/test_instruments.py.
+"""
 
 from __future__ import annotations
 
-import logging
 import threading
 import urllib.request
 from typing import Any
@@ -14,66 +16,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 import victor_otel
-from tests.conftest import scrape, value
-from victor_otel.instruments import CONTRACT, LATENCY_BUCKETS
-from victor_otel.llm import get_recorder
-from victor_otel.registry import get_registry
-
-LAT = "victor_coordinator_latency_seconds"
-
-
-def record(coordinator: str, method: str, duration: float, error: str | None = None) -> None:
-    """Record one execution with an exact duration, as the decorators do."""
-    series, window = get_registry().method_series(coordinator, method)
-    series.record(duration, error, False, window)
-
-
-def test_exact_counters_and_histogram_buckets(telemetry: Any) -> None:
-    durations = [0.001, 0.005, 0.007, 0.3, 4.9, 5.0, 5.1, 16.0, 200.0]
-    for d in durations:
-        record("Chat", "chat", d)
-    record("Chat", "chat", 0.02, "ValueError")
-    samples = scrape()
-    assert value(samples, "victor_coordinator_executions_total", coordinator="Chat", method="chat") == 10
-    assert value(samples, "victor_coordinator_errors_total", coordinator="Chat", method="chat") == 1
-    assert value(samples, "victor_coordinator_errors_by_type_total", coordinator="Chat", method="chat",
-                 error_type="ValueError") == 1
-    total = sum(durations) + 0.02
-    assert value(samples, "victor_coordinator_duration_seconds_total", coordinator="Chat",
-                 method="chat") == pytest.approx(total)
-    assert value(samples, f"{LAT}_sum", coordinator="Chat", method="chat") == pytest.approx(total)
-    assert value(samples, f"{LAT}_count", coordinator="Chat", method="chat") == 10
-    all_durations = [*durations, 0.02]
-    for bound in LATENCY_BUCKETS:
-        expected = sum(1 for d in all_durations if d <= bound)  # le is inclusive
-        got = value(samples, f"{LAT}_bucket", coordinator="Chat", method="chat", le=str(bound))
-        assert got == expected, bound
-    assert value(samples, f"{LAT}_bucket", coordinator="Chat", method="chat", le="+Inf") == 10
-
-
-def test_every_family_has_help_and_type(telemetry: Any) -> None:
-    record("Chat", "chat", 0.1, "ValueError")
-    series, _ = get_registry().method_series("Chat", "chat")
-    series.record(0.1, None, True)
-    victor_otel.record_cache_hit("Chat")
-    victor_otel.record_event("e")
-    with victor_otel.llm_call(provider="openai", model="m", stream=True) as call:  # the LLM families
-        call.first_token()
-        call.record_usage(input_tokens=1, output_tokens=1)
-        call.end(ValueError())
-    get_recorder().budget_usd_per_hour = 1.0
-    body = victor_otel.render()[0].decode()
-    get_recorder().budget_usd_per_hour = None
-    for spec in CONTRACT:
-        family = spec.prometheus_name.removesuffix("_total")
-        assert f"# HELP {spec.prometheus_name} " in body or f"# HELP {family} " in body, spec.prometheus_name
-        kind = spec.kind.value
-        assert f"# TYPE {family} {kind}" in body or f"# TYPE {spec.prometheus_name} {kind}" in body
-    for line in body.splitlines():
-        if line and not line.startswith("#"):
-            assert line.split("{")[0].split(" ")[0] in {s for c in CONTRACT for s in c.sample_names} | {
-                "target_info"
-            }, line
+from tests.conftest import record
 
 
 def test_process_gauges_have_no_coordinator_label(telemetry: Any) -> None:
@@ -85,70 +28,6 @@ def test_process_gauges_have_no_coordinator_label(telemetry: Any) -> None:
         (sample,) = families[name].samples
         assert sample.labels == {}
     assert families["victor_coordinator_memory_bytes"].samples[0].value > 1_000_000
-
-
-def test_window_rates_are_windowed_and_bounded() -> None:
-    victor_otel.init(traces_exporter="none", window_seconds=2)
-    for _ in range(10):
-        record("Chat", "chat", 0.01, "ValueError")
-    samples = scrape()
-    assert value(samples, "victor_coordinator_error_rate", coordinator="Chat") == 1.0
-    assert 0 < (value(samples, "victor_coordinator_throughput", coordinator="Chat") or 0) <= 10
-    # The window forgets: inject a later clock instead of sleeping.
-    state = get_registry().coordinator("Chat")
-    later = state.window.snapshot(__import__("time").monotonic() + 5)
-    assert later.calls == 0 and later.error_rate is None
-
-
-def test_errors_have_the_labels_of_executions_so_a_ratio_is_one_division(telemetry: Any) -> None:
-    for error in (None, None, "ValueError", "KeyError"):
-        record("Chat", "chat", 0.01, error)
-    record("Chat", "plan", 0.01)
-    samples = scrape()
-    errors = {labels: v for (name, labels), v in samples.items() if name == "victor_coordinator_errors_total"}
-    executions = {labels: v for (name, labels), v in samples.items()
-                  if name == "victor_coordinator_executions_total"}
-    assert errors.keys() == executions.keys()  # every series, 0 included: the seed's division matches 1:1
-    assert {dict(labels)["method"]: errors[labels] / executions[labels] for labels in errors} == {
-        "chat": 0.5, "plan": 0.0,
-    }
-    by_type = {dict(labels)["error_type"]: v for (name, labels), v in samples.items()
-               if name == "victor_coordinator_errors_by_type_total"}
-    assert by_type == {"ValueError": 1, "KeyError": 1}
-    assert sum(by_type.values()) == value(samples, "victor_coordinator_errors_total", coordinator="Chat",
-                                          method="chat")
-
-
-def test_a_ratio_over_an_empty_window_has_no_sample(telemetry: Any) -> None:
-    record("Calls", "m", 0.01)  # calls, no cache lookup
-    victor_otel.record_cache_hit("CacheOnly")  # a cache lookup, no call
-    samples = scrape()
-    assert value(samples, "victor_coordinator_error_rate", coordinator="Calls") == 0.0
-    assert value(samples, "victor_coordinator_cache_hit_rate", coordinator="Calls") is None  # not "0 % hits"
-    assert value(samples, "victor_coordinator_cache_hit_rate", coordinator="CacheOnly") == 1.0
-    assert value(samples, "victor_coordinator_error_rate", coordinator="CacheOnly") is None  # not "no errors"
-    assert value(samples, "victor_coordinator_throughput", coordinator="CacheOnly") == 0.0  # 0 calls/s is true
-
-
-def test_cardinality_cap_folds_into_one_overflow_series(caplog: Any) -> None:
-    victor_otel.init(traces_exporter="none", cardinality_limit=5)
-    caplog.set_level(logging.WARNING, logger="victor_otel")
-    for i in range(50):
-        victor_otel.track("Chat", f"method_{i}").__enter__()
-    for i in range(50):
-        with victor_otel.track("Chat", f"method_{i}"):
-            pass
-    samples = scrape()
-    exec_series = [k for k in samples if k[0] == "victor_coordinator_executions_total"]
-    assert len(exec_series) == 6  # the cap plus one overflow series
-    overflow = value(samples, "victor_coordinator_executions_total", coordinator="_overflow",
-                     method="_overflow", otel_metric_overflow="true")
-    assert overflow == 45
-    assert sum(samples[k] for k in exec_series) == 50
-    warnings = [r for r in caplog.records if "more than 5 label sets" in r.getMessage()]
-    assert len(warnings) == 1
-    # The coordinator's own window still sees every call (health stays right).
-    assert get_registry().coordinator("Chat").stats().calls == 50
 
 
 def test_openmetrics_when_asked(telemetry: Any) -> None:
@@ -219,39 +98,6 @@ def test_metrics_need_the_prometheus_reader() -> None:
 def test_disabled_sdk_renders_nothing() -> None:
     victor_otel.init(disabled=True)
     assert victor_otel.render()[0] == b""
-
-
-def test_traced_calls_become_exemplars_of_their_latency_bucket(telemetry: Any, spans: Any) -> None:
-    @victor_otel.instrument("Chat", "chat")
-    def chat(fail: bool) -> None:
-        if fail:
-            raise ValueError("no")
-
-    chat(False)
-    with pytest.raises(ValueError):
-        chat(True)
-    metrics = [
-        m for rm in telemetry.collect().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-        if m.name == "victor.coordinator.latency"
-    ]
-    (point,) = metrics[0].data.data_points
-    by_span = {s.context.span_id: s for s in spans.get_finished_spans()}
-    # Both calls fall in the first bucket: the latest (the failed one) is its exemplar.
-    (exemplar,) = point.exemplars
-    span = by_span[exemplar.span_id]
-    assert exemplar.trace_id == span.context.trace_id
-    assert span.attributes is not None and span.attributes["victor.outcome"] == "error"
-    assert exemplar.value <= LATENCY_BUCKETS[0]
-
-
-def test_no_exemplars_without_tracing() -> None:
-    telemetry = victor_otel.init(traces_exporter="none")
-    victor_otel.instrument("Chat", "chat")(lambda: None)()
-    (point,) = next(
-        m for rm in telemetry.collect().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-        if m.name == "victor.coordinator.latency"
-    ).data.data_points
-    assert list(point.exemplars) == []
 
 
 def test_a_request_makes_one_server_span_not_per_message_spans(telemetry: Any, spans: Any) -> None:

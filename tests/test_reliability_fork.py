@@ -1,9 +1,8 @@
-"""Fork safety and the multi-process /metrics mode, with real os.fork() children.
+"""Fork safety, with real os.fork() children.
 
 A child forked after ``init()`` (gunicorn ``--preload``) counts from zero, has its own
-``service.instance.id`` and its own OTLP connection, cannot deadlock on a lock another thread held at
-the fork, and in multi-process mode every worker's counters are summed by whichever process answers
-``/metrics``, a dead worker's included.
+``service.instance.id`` and its own OTLP connection, and cannot deadlock on a lock another thread held at
+the fork. The multi-process ``/metrics`` mode is tested in tests/test_workers.py.
 """
 
 from __future__ import annotations
@@ -13,16 +12,16 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import victor_otel
-from tests.conftest import scrape, value
+from tests.conftest import in_child, scrape, value
 from tests.faults import FaultServer, wait_for
-from victor_otel import bootstrap, process, workers
+from victor_otel import bootstrap, process
 from victor_otel.registry import get_registry
 
 EXECUTIONS = "victor_coordinator_executions_total"
@@ -43,38 +42,6 @@ def fail() -> None:
 
 def executions(samples: dict[Any, float] | None = None) -> float | None:
     return value(samples or scrape(), EXECUTIONS, coordinator="ForkCoordinator", method="work")
-
-
-def in_child(body: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:
-    """Run ``body`` in a forked child; return what it returned (JSON), fail if it hangs or crashes."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            os.write(write_end, json.dumps(body()).encode())
-            code = 0
-        except BaseException as error:  # report, do not raise into pytest's stack
-            os.write(write_end, json.dumps({"error": repr(error)}).encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child hung (a lock held at fork time?)")
-        time.sleep(0.02)
-    with os.fdopen(read_end, "rb") as pipe:
-        result: dict[str, Any] = json.loads(pipe.read() or b"{}")
-    assert "error" not in result, result.get("error")
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    return result
 
 
 @pytest.fixture
@@ -242,69 +209,3 @@ def test_the_fork_hooks_leave_the_parent_untouched() -> None:
     forking._run_before()
     forking._run_parent()  # what a fork does in the parent: hold, then release
     assert executions() == 1 and not bootstrap._held_at_fork
-
-
-# -- multi-process /metrics -------------------------------------------------------------------------
-
-
-def test_every_workers_counts_are_summed_whichever_process_answers(tmp_path: Path) -> None:
-    telemetry = victor_otel.init(service_name="workers", traces_exporter="none", multiproc_dir=str(tmp_path))
-    for i in range(5):
-        work(i)
-    fail()  # one error in the parent
-    assert executions() == 6  # a scrape writes this process's snapshot (the writer also does, every second)
-
-    def worker() -> dict[str, Any]:
-        for i in range(7):
-            work(i)
-        for _ in range(2):
-            fail()
-        seen = scrape()
-        victor_otel.shutdown()  # exits: its last snapshot stays behind
-        return {"executions": executions(seen),
-                "errors": value(seen, "victor_coordinator_errors_by_type_total", coordinator="ForkCoordinator",
-                                method="work", error_type="ValueError")}
-
-    result = in_child(worker)
-    # The child saw the parent's counts (read from the parent's snapshot) plus its own.
-    assert result == {"executions": 6 + 9, "errors": 1 + 2}
-    samples = scrape()  # the parent, after the child is gone: a dead worker's counts are kept
-    assert executions(samples) == 15
-    assert value(samples, LATENCY_COUNT, coordinator="ForkCoordinator", method="work") == 15
-    assert value(samples, "victor_coordinator_errors_by_type_total", coordinator="ForkCoordinator", method="work",
-                 error_type="ValueError") == 3
-    assert value(samples, "victor_coordinator_errors_total", coordinator="ForkCoordinator", method="work") == 3
-    # Window gauges are recomputed from summed counts: 3 errors out of 15 calls.
-    assert value(samples, "victor_coordinator_error_rate", coordinator="ForkCoordinator") == pytest.approx(3 / 15)
-    assert len(list(tmp_path.glob("victor-otel-*.json"))) == 2
-    assert telemetry.multiprocess is not None
-
-
-def test_a_corrupt_or_foreign_snapshot_is_ignored(tmp_path: Path) -> None:
-    victor_otel.init(service_name="workers", traces_exporter="none", multiproc_dir=str(tmp_path))
-    (tmp_path / "victor-otel-1-garbage.json").write_text("{not json")
-    (tmp_path / "victor-otel-2-foreign.json").write_text(json.dumps({"format": 1, "sums": [["x"]]}))
-    (tmp_path / "victor-otel-3-list.json").write_text("[]")
-    work(1)
-    assert executions() == 1
-
-
-def test_stale_snapshots_keep_their_counters_but_leave_the_window(tmp_path: Path) -> None:
-    own = {"sums": [], "histograms": [], "gauges": [], "windows": [[{"coordinator": "C"}, 10, 1, 0, 0, 60.0]],
-           "written": time.time()}
-    stale = {"sums": [["victor.coordinator.executions", "{call}", "d", {"coordinator": "C", "method": "m"}, 1, 40,
-                       True]],
-             "histograms": [], "gauges": [], "windows": [[{"coordinator": "C"}, 30, 30, 0, 0, 60.0]],
-             "written": time.time() - 3600}
-    metrics = {m.name: m for m in workers.merge_snapshots(own, [stale], window_seconds=60.0)}
-    assert metrics["victor.coordinator.executions"].data.data_points[0].value == 40
-    (rate,) = metrics["victor.coordinator.error_rate"].data.data_points
-    assert rate.value == pytest.approx(0.1)  # the stale worker's 30 errors are out of the window
-
-
-def test_an_unwritable_multiproc_dir_is_a_config_error_naming_the_setting(tmp_path: Path) -> None:
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(victor_otel.VictorOtelConfigError, match="multiproc_dir"):
-        victor_otel.init(service_name="workers", traces_exporter="none", multiproc_dir=str(blocker / "sub"))
-    assert victor_otel.current() is None
