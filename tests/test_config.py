@@ -58,6 +58,7 @@ def test_standard_variables() -> None:
         ({"OTEL_SDK_DISABLED": "maybe"}, "OTEL_SDK_DISABLED", "true or false"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "A://["}, "OTEL_EXPORTER_OTLP_ENDPOINT", "http://"),  # urlsplit raises
+        ({"VICTOR_OTEL_DEBUG_TRACE_URL": "A://["}, "VICTOR_OTEL_DEBUG_TRACE_URL", "{trace_id}"),  # urlsplit raises
         ({"VICTOR_OTEL_LLM_CAPTURE_CONTENT": "sometimes"}, "VICTOR_OTEL_LLM_CAPTURE_CONTENT", "span_only"),
         ({"VICTOR_OTEL_LLM_BUDGET_USD_PER_HOUR": "0"}, "VICTOR_OTEL_LLM_BUDGET_USD_PER_HOUR", "> 0.0"),
         ({"OTEL_RESOURCE_ATTRIBUTES": "novalue"}, "OTEL_RESOURCE_ATTRIBUTES", "key=value"),

@@ -155,10 +155,13 @@ def _parse_trace_url(setting: str, value: object) -> str | None:
     text = _parse_optional_str(setting, value)
     if text is None:
         return None
-    parsed = urllib.parse.urlsplit(text)
+    accepted = "an http:// or https:// URL containing {trace_id}, such as http://localhost:3000/explore?left=...{trace_id}..."
+    try:
+        parsed = urllib.parse.urlsplit(text)
+    except ValueError:  # an unbalanced bracket in the host ("a://[") raises here, as in _parse_endpoint
+        raise _fail(setting, value, accepted) from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname or "{trace_id}" not in text:
-        raise _fail(setting, value, "an http:// or https:// URL containing {trace_id}, such as "
-                    "http://localhost:3000/explore?left=...{trace_id}...")
+        raise _fail(setting, value, accepted)
     return text
 
 
