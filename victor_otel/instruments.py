@@ -49,7 +49,11 @@ class MetricSpec:
 
     @property
     def prometheus_name(self) -> str:
-        """The family name as Prometheus shows it (``_total`` included for counters)."""
+        """The family name as Prometheus shows it (``_total`` included for counters).
+
+        >>> EXECUTIONS.prometheus_name, LATENCY.prometheus_name
+        ('victor_coordinator_executions_total', 'victor_coordinator_latency_seconds')
+        """
         sanitize_full_name, map_unit = _sdk.prometheus_name_mapping()  # imports the exporter (slow) on first use
         name = sanitize_full_name(self.otel_name)
         unit = map_unit(self.unit)
@@ -61,7 +65,11 @@ class MetricSpec:
 
     @property
     def sample_names(self) -> tuple[str, ...]:
-        """Every sample name the family renders (``_bucket``, ``_sum``, ``_count`` for histograms)."""
+        """Every sample name the family renders (``_bucket``, ``_sum``, ``_count`` for histograms).
+
+        >>> [name.removeprefix(LATENCY.prometheus_name) for name in LATENCY.sample_names]
+        ['_bucket', '_sum', '_count']
+        """
         if self.kind is Kind.HISTOGRAM:
             base = self.prometheus_name
             return (f"{base}_bucket", f"{base}_sum", f"{base}_count")
