@@ -459,6 +459,24 @@ def current() -> Telemetry | None:
     return _current
 
 
+def settings_in_force(*, strict: bool = False) -> Settings:
+    """The running Telemetry's settings; before ``init()``, those of the environment.
+
+    A bad value in the environment gives the defaults (``init()`` will name it; what reads the
+    settings meanwhile keeps working), or raises :class:`VictorOtelConfigError` with ``strict=True``
+    (what must fail closed, such as a check of credentials).
+    """
+    telemetry = _current
+    if telemetry is not None:
+        return telemetry.settings
+    try:
+        return Settings.from_sources()
+    except VictorOtelConfigError:
+        if strict:
+            raise
+        return Settings()
+
+
 def current_or_default() -> Telemetry | None:
     """The running :class:`Telemetry`; if ``init()`` never ran in this process, ``init()`` from the
     environment (the seed's API worked without a set-up call); ``None`` after ``shutdown()``.

@@ -43,7 +43,6 @@ from opentelemetry import context as otel_context
 from opentelemetry._logs import LogRecord, SeverityNumber
 
 from victor_otel import bootstrap, decorators, forking
-from victor_otel.config import Settings
 from victor_otel.context import BAGGAGE_KEY, valid_request_id
 from victor_otel.decorators import error_type_of
 from victor_otel.errors import VictorOtelConfigError
@@ -192,13 +191,7 @@ class _Constants:
 
 def _refresh_constants() -> None:
     telemetry = bootstrap.current()
-    if telemetry is not None:
-        settings = telemetry.settings
-    else:
-        try:
-            settings = Settings.from_sources()
-        except VictorOtelConfigError:
-            settings = Settings()
+    settings = bootstrap.settings_in_force()
     _Constants.service = settings.service_name
     _Constants.environment = settings.resolved_environment
     _Constants.owner = telemetry
