@@ -477,20 +477,9 @@ def settings_in_force(*, strict: bool = False) -> Settings:
         return Settings()
 
 
-def current_or_default() -> Telemetry | None:
-    """The running :class:`Telemetry`; if ``init()`` never ran in this process, ``init()`` from the
-    environment (the seed's API worked without a set-up call); ``None`` after ``shutdown()``.
-
-    Health's routes use it, as the seed's exporter does on its first scrape, so that the seed's
-    ``setup_health_endpoints(app)`` alone answers ready at its first probe, whether or not ``/metrics``
-    was scraped.
-    """
-    if _current is not None or _initialised_once:  # without the lock: shutdown() holds it while it drains
-        return _current
-    with _lock:
-        if _current is not None or _initialised_once:
-            return _current
-        return init()
+def initialised_once() -> bool:
+    """Whether ``init()`` has built a Telemetry in this process (even one shut down since)."""
+    return _initialised_once
 
 
 def init(

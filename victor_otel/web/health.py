@@ -6,13 +6,12 @@ import json
 import logging
 from typing import Any
 
-from victor_otel import auth, bootstrap
+from victor_otel import auth, bootstrap, startup
+from victor_otel.checks.model import FAIL, MEDIA_TYPE, Scope
+from victor_otel.checks.runner import get_health
 from victor_otel.errors import VictorOtelConfigError
-from victor_otel.health.model import FAIL, MEDIA_TYPE, Scope
-from victor_otel.health.runner import get_health
 
 _logger = logging.getLogger("victor_otel")
-
 
 
 def _problem(status: int, title: str, detail: str) -> Any:
@@ -54,7 +53,7 @@ def health_endpoint(scope: Scope) -> Any:
                 return response
         try:
             if scope != "live":  # the seed's endpoints worked without init(): initialise as /metrics does
-                bootstrap.current_or_default()
+                startup.current_or_first_init()
             report = await get_health().evaluate(scope)
             if scope != "detailed" and _authorized(request.headers.get("authorization")) is not True:
                 report = report.without_coordinator_names()  # names stay behind the token; probes get statuses

@@ -17,8 +17,8 @@ from typing import Any
 
 from victor_otel import bootstrap, process
 from victor_otel._version import __version__
+from victor_otel.checks.model import FAIL, PASS, WARN, CheckResult, Status, Thresholds, iso, rounded
 from victor_otel.config import Settings
-from victor_otel.health.model import FAIL, PASS, WARN, CheckResult, Status, Thresholds, iso, rounded
 from victor_otel.registry import Registry
 from victor_otel.window import WindowStats
 

@@ -22,10 +22,8 @@ from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
 
 from victor_otel import bootstrap, forking
 from victor_otel import instruments as contract
-from victor_otel.config import Settings
-from victor_otel.errors import VictorOtelConfigError
-from victor_otel.health import checks as builtin
-from victor_otel.health.model import (
+from victor_otel.checks import builtin
+from victor_otel.checks.model import (
     COORDINATOR_FIELDS,
     FAIL,
     MAX_OUTPUT,
@@ -41,6 +39,8 @@ from victor_otel.health.model import (
     json_safe,
     worst,
 )
+from victor_otel.config import Settings
+from victor_otel.errors import VictorOtelConfigError
 from victor_otel.instruments import OVERFLOW_ATTRIBUTE, OVERFLOW_VALUE
 from victor_otel.registry import Registry, get_registry
 

@@ -1,5 +1,8 @@
 """Health checks: thresholds, evaluation, and the response format of ``/health*``.
 
+The public face of health, under the seed's module name (``victor.observability.health``): the
+checks live in :mod:`victor_otel.checks`, the routes in :mod:`victor_otel.web.health`.
+
 Four endpoints, following Kubernetes probe conventions::
 
     setup_health_endpoints(app)      # also done by instrument_app(app)
@@ -46,7 +49,7 @@ reason in ``output``; a hung synchronous check is never started twice (its threa
 later evaluations report it at once. Results are reused for ``health_cache_ttl`` seconds.
 """
 
-from victor_otel.health.model import (
+from victor_otel.checks.model import (
     COORDINATOR_FIELDS,
     DEFAULT_THRESHOLDS,
     FAIL,
@@ -60,8 +63,7 @@ from victor_otel.health.model import (
     Status,
     Thresholds,
 )
-from victor_otel.health.routes import health_endpoint, setup_health_endpoints
-from victor_otel.health.runner import (
+from victor_otel.checks.runner import (
     CheckFunction,
     Health,
     add_health_check,
@@ -70,6 +72,7 @@ from victor_otel.health.runner import (
     remove_health_check,
     set_health_thresholds,
 )
+from victor_otel.web.health import health_endpoint, setup_health_endpoints
 
 __all__ = [
     "COORDINATOR_FIELDS",

@@ -1,4 +1,5 @@
-"""Starlette / FastAPI glue: ``/metrics``, server spans, and one ``instrument_app(app)``."""
+"""Every ASGI piece: ``instrument_app(app)`` (server spans, request IDs, drain on SIGTERM) and the routes
+it adds: ``/metrics`` (:mod:`.metrics`), ``/health*`` (:mod:`.health`) and ``/debug``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 from victor_otel import bootstrap, debugpages, workers
 from victor_otel.context import RequestIdMiddleware, echo_request_id
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
-from victor_otel.exposition import metrics_endpoint
-from victor_otel.health import setup_health_endpoints
+from victor_otel.web.health import health_endpoint, setup_health_endpoints
+from victor_otel.web.metrics import metrics_endpoint
 
 #: Paths that get no server span (probes and scrapes would drown the traces).
 EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed,/debug"
@@ -106,3 +107,7 @@ def _is_fastapi(app: Any) -> bool:
     except ImportError:
         return False
     return isinstance(app, FastAPI)
+
+
+__all__ = ["EXCLUDED_SPANS", "EXCLUDED_URLS", "health_endpoint", "instrument_app", "metrics_endpoint",
+           "setup_health_endpoints"]
