@@ -673,7 +673,7 @@ def shutdown(timeout: float | None = None) -> bool:
                 "does not wait for the exporters again (one shutdown_timeout for the whole exit)"
             )
             budget = 0.0
-        done, abandoned = threading.Event(), threading.Event()
+        abandoned = threading.Event()
 
         def stop() -> None:
             deadline_ms = max(int(budget * 1000), 100)  # local readers need a moment even with no budget
@@ -699,12 +699,8 @@ def shutdown(timeout: float | None = None) -> bool:
                     _logger.debug("victor_otel: shutting down after the budget ran out", exc_info=True)
                 else:
                     _logger.exception("victor_otel: error while shutting down")
-            finally:
-                done.set()
 
-        worker = threading.Thread(target=stop, name="victor-otel-shutdown", daemon=True)
-        worker.start()
-        finished = done.wait(budget)
+        finished = run_within(budget, "victor-otel-shutdown", stop)
         if not finished:
             _logger.warning("victor_otel: shutdown did not finish within %.1f s; abandoning the flush", budget)
             abandoned.set()
@@ -713,6 +709,22 @@ def shutdown(timeout: float | None = None) -> bool:
         _current = None
         _set_tracer(None)
         return finished
+
+
+def run_within(budget: float, name: str, work: Callable[[], None]) -> bool:
+    """Run ``work`` in a daemon thread and wait for it at most ``budget`` seconds; ``False`` if it is still
+    running then (it is left to finish, or not, on its own: an exporter stuck on a dead collector must
+    not hold the application's exit). Every flush and shutdown goes through it."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done.wait(budget)
 
 
 # -- the process around the telemetry: SIGTERM and fork -----------------------------------------------

@@ -20,6 +20,8 @@ from victor_otel import bootstrap, exposition, workers
 from victor_otel.checks.runner import get_health
 from victor_otel.config import Settings
 from victor_otel.llm.wiring import setup as setup_llm
+from victor_otel.logs import teardown_coordinator_logging
+from victor_otel.registry import get_registry
 
 _lazy_lock = threading.Lock()
 
@@ -80,3 +82,17 @@ def start_metrics_server(
 ) -> exposition.MetricsServer:
     """:func:`victor_otel.exposition.start_metrics_server`, initialising from the environment first if needed."""
     return exposition.start_metrics_server(port, host, telemetry if telemetry is not None else current_or_init())
+
+
+def reset() -> None:
+    """Shut down, then put every process-wide state back as a new process has it: the coordinator series,
+    health's user checks and per-coordinator thresholds, the logging set-up and the redactor in force.
+
+    The state lives with the module that owns it (one object each: ``registry.get_registry()``,
+    ``checks.runner.get_health()``, ``logs.setup``, ``redaction``); this is the one place that knows them
+    all. Tests call it between cases.
+    """
+    bootstrap.shutdown()
+    get_registry().reset()
+    get_health().reset()
+    teardown_coordinator_logging()  # also puts the default redactor back in force

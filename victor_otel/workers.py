@@ -317,7 +317,6 @@ def flush(timeout: float | None = None) -> bool:
     if telemetry is None:
         return True
     budget = telemetry.settings.shutdown_timeout if timeout is None else timeout
-    done = threading.Event()
 
     def run() -> None:
         millis = int(budget * 1000)
@@ -330,12 +329,9 @@ def flush(timeout: float | None = None) -> bool:
                     provider.force_flush(millis)
         except Exception:
             _logger.exception("victor_otel: flushing failed")
-        finally:
-            done.set()
 
     started = time.time()
-    threading.Thread(target=run, name="victor-otel-flush", daemon=True).start()
-    finished = done.wait(budget)
+    finished = bootstrap.run_within(budget, "victor-otel-flush", run)
     telemetry.flush_stalled_at = None if finished else started  # shutdown() then spends no second budget
     return finished
 

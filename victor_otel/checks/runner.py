@@ -203,7 +203,8 @@ class Health:
         self._builtins.renew_lock()
 
     def attach(self, telemetry: bootstrap.Telemetry) -> None:
-        """Publish ``victor_health_status`` through ``telemetry``'s readers (idempotent)."""
+        """Publish ``victor_health_status`` through ``telemetry``'s readers (idempotent); ``startup.init()``
+        calls it."""
         with self._lock:
             if self.produce not in telemetry.producers:
                 telemetry.add_producer(self.produce)
@@ -284,8 +285,6 @@ class Health:
             raise VictorOtelConfigError(f"scope: {scope!r} is not valid; accepted: live | ready | overall | detailed")
         loop = asyncio.get_running_loop()
         telemetry = bootstrap.current()
-        if telemetry is not None:
-            self.attach(telemetry)
         settings = _settings(telemetry)
         loop_check = self._loop_check(loop, settings)
         results: list[CheckResult] = []

@@ -85,7 +85,4 @@ def setup_health_endpoints(app: Any, *, prefix: str = "/health") -> Any:
     )
     for suffix, scope in scopes:
         app.add_route(prefix + suffix, health_endpoint(scope), methods=["GET", "HEAD"], include_in_schema=False)
-    telemetry = bootstrap.current()
-    if telemetry is not None:
-        get_health().attach(telemetry)
     return app
