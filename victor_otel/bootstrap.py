@@ -189,7 +189,7 @@ class Closeable(Protocol):
 
 
 class Snapshots(Protocol):
-    """The multi-process snapshot writer (:class:`victor_otel.workers.Multiprocess`), as the telemetry
+    """The multi-process snapshot writer (:class:`victor_otel.multiprocess.Multiprocess`), as the telemetry
     drives it: a last snapshot at shutdown, a file of its own after fork, one now for ``flush()``."""
 
     def close(self) -> None: ...
@@ -725,6 +725,32 @@ def run_within(budget: float, name: str, work: Callable[[], None]) -> bool:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return done.wait(budget)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Export what is buffered (spans, logs, metrics, the multi-process snapshot) within ``timeout``
+    seconds (default ``shutdown_timeout``), without stopping anything. ``False`` if it ran out of time."""
+    telemetry = _current
+    if telemetry is None:
+        return True
+    budget = telemetry.settings.shutdown_timeout if timeout is None else timeout
+
+    def run() -> None:
+        millis = int(budget * 1000)
+        try:
+            if telemetry.multiprocess is not None:
+                telemetry.multiprocess.write()
+            for provider in (telemetry.tracer_provider if telemetry._owned_tracer_provider else None,
+                             telemetry.logger_provider, telemetry.meter_provider):
+                if provider is not None:
+                    provider.force_flush(millis)
+        except Exception:
+            _logger.exception("victor_otel: flushing failed")
+
+    started = time.time()
+    finished = run_within(budget, "victor-otel-flush", run)
+    telemetry.flush_stalled_at = None if finished else started  # shutdown() then spends no second budget
+    return finished
 
 
 # -- the process around the telemetry: SIGTERM and fork -----------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from victor_otel import bootstrap, exposition, workers
+from victor_otel import bootstrap, exposition, multiprocess
 from victor_otel.checks.runner import get_health
 from victor_otel.config import Settings
 from victor_otel.llm.wiring import setup as setup_llm
@@ -30,12 +30,12 @@ def init(span_exporters: Sequence[SpanExporter] = (), **arguments: Any) -> boots
     """The telemetry of this process, built and wired once; see :func:`victor_otel.init` for the arguments."""
     settings = Settings.from_sources(arguments)
     if settings.multiproc_dir and not settings.disabled:
-        workers.check_directory(settings.multiproc_dir)  # refused before anything is built
+        multiprocess.check_directory(settings.multiproc_dir)  # refused before anything is built
     telemetry = bootstrap.init(span_exporters, **arguments)  # providers, fork and SIGTERM handling (idempotent)
     try:
         if (not settings.disabled and settings.multiproc_dir and telemetry.prometheus_registry is not None
                 and telemetry.multiprocess is None):
-            workers.enable_multiprocess(telemetry)
+            multiprocess.enable_multiprocess(telemetry)
         if (settings.metrics_port is not None and telemetry.prometheus_registry is not None
                 and telemetry.metrics_server is None):
             telemetry.metrics_server = exposition.start_metrics_server(

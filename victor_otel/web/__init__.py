@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from victor_otel import bootstrap, debugpages, workers
+from victor_otel import bootstrap, debugpages
 from victor_otel.context import RequestIdMiddleware, echo_request_id
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
+from victor_otel.web import lifespan
 from victor_otel.web.health import health_endpoint, setup_health_endpoints
 from victor_otel.web.metrics import metrics_endpoint
 
@@ -36,7 +37,7 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
     router = getattr(app, "router", None)
     if router is not None and hasattr(router, "lifespan_context"):
         # SIGTERM: readiness 503 first, drain_seconds later the server stops; then spans and logs are flushed.
-        router.lifespan_context = workers.lifespan(router.lifespan_context)
+        router.lifespan_context = lifespan.lifespan(router.lifespan_context)
     setup_health_endpoints(app)
     _add_debug_pages(app)
     telemetry = bootstrap.current()
