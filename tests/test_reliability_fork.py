@@ -2,7 +2,7 @@
 
 A child forked after ``init()`` (gunicorn ``--preload``) counts from zero, has its own
 ``service.instance.id`` and its own OTLP connection, and cannot deadlock on a lock another thread held at
-the fork. The multi-process ``/metrics`` mode is tested in tests/test_workers.py.
+the fork. The multi-process ``/metrics`` mode is tested in tests/test_multiprocess.py.
 """
 
 from __future__ import annotations

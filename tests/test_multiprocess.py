@@ -2,7 +2,8 @@
 
 Every worker writes its counters to ``multiproc_dir``; whichever worker answers a scrape sums every
 snapshot per label set (a dead worker's included), recomputing the window gauges from summed counts.
-Draining on SIGTERM and ``flush()`` are tested with the rest of shutdown in tests/test_reliability_shutdown.py.
+Draining on SIGTERM (``web/lifespan.py``) and ``bootstrap.flush()`` are tested with the rest of shutdown in
+tests/test_reliability_shutdown.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 import victor_otel
 from tests.conftest import in_child, record, scrape, value
-from victor_otel import workers
+from victor_otel import multiprocess
 
 EXECUTIONS = "victor_coordinator_executions_total"
 LATENCY_COUNT = "victor_coordinator_latency_seconds_count"
@@ -88,7 +89,7 @@ def test_stale_snapshots_keep_their_counters_but_leave_the_window(tmp_path: Path
                        True]],
              "histograms": [], "gauges": [], "windows": [[{"coordinator": "C"}, 30, 30, 0, 0, 60.0]],
              "written": time.time() - 3600}
-    metrics = {m.name: m for m in workers.merge_snapshots(own, [stale], window_seconds=60.0)}
+    metrics = {m.name: m for m in multiprocess.merge_snapshots(own, [stale], window_seconds=60.0)}
     assert metrics["victor.coordinator.executions"].data.data_points[0].value == 40
     (rate,) = metrics["victor.coordinator.error_rate"].data.data_points
     assert rate.value == pytest.approx(0.1)  # the stale worker's 30 errors are out of the window
@@ -118,9 +119,9 @@ def test_histograms_are_summed_bucket_by_bucket_and_process_gauges_are_the_answe
     other = json.loads(json.dumps(own))  # another worker that made the same calls
     for gauge in other["gauges"]:
         gauge[-1] = -1.0  # its memory, CPU and uptime describe that worker, not the one answering
-    merged = workers.merge_snapshots(own, [other], window_seconds=60.0)
+    merged = multiprocess.merge_snapshots(own, [other], window_seconds=60.0)
     (latency,) = points(merged, "victor.coordinator.latency")
-    (own_latency,) = points(workers.merge_snapshots(own, [], window_seconds=60.0), "victor.coordinator.latency")
+    (own_latency,) = points(multiprocess.merge_snapshots(own, [], window_seconds=60.0), "victor.coordinator.latency")
     assert latency.count == 6 and latency.sum == pytest.approx(2 * (0.001 + 0.3 + 7.0))
     assert list(latency.bucket_counts) == [2 * n for n in own_latency.bucket_counts]
     (executions_point,) = points(merged, "victor.coordinator.executions")
@@ -141,7 +142,7 @@ def test_a_snapshot_with_other_buckets_is_not_added(tmp_path: Path) -> None:
     for histogram in other["histograms"]:  # a worker of another version, with other bucket bounds
         histogram[-2] = [1.0, 2.0]
         histogram[-1] = [5, 0, 0]
-    merged = workers.merge_snapshots(own, [other], window_seconds=60.0)
+    merged = multiprocess.merge_snapshots(own, [other], window_seconds=60.0)
     (latency,) = points(merged, "victor.coordinator.latency")
     assert latency.count == 1  # its counters still add up where they can be added
     (executions_point,) = points(merged, "victor.coordinator.executions")
@@ -149,5 +150,5 @@ def test_a_snapshot_with_other_buckets_is_not_added(tmp_path: Path) -> None:
 
 
 def test_the_directory_is_created_and_probed(tmp_path: Path) -> None:
-    path = workers.check_directory(str(tmp_path / "a" / "b"))
+    path = multiprocess.check_directory(str(tmp_path / "a" / "b"))
     assert path.is_dir() and list(path.iterdir()) == []  # the probe file is gone
