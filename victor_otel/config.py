@@ -14,7 +14,7 @@ import copy
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from victor_otel.errors import VictorOtelConfigError
@@ -233,16 +233,23 @@ def _parse_optional_budget(setting: str, value: object) -> float | None:
     return budget
 
 
-_DECLARATION = "victor_otel.setting"  # the key under which setting() stores a field's declaration
-
-
 @dataclass(frozen=True)
-class _Declaration:
+class Option:
+    """One setting: its ``init()`` argument, environment variables (highest precedence first), default, parser
+    and meaning, as its :class:`Settings` field declares them; ``secret``: never shown."""
+
+    name: str
     env: tuple[str, ...]
     default: Any
     parse: Callable[[str, object], Any]
     doc: str
-    secret: bool
+    secret: bool = False
+
+    def label(self) -> str:
+        return " / ".join((self.name, *self.env))
+
+
+_OPTION = "victor_otel.option"  # the key of a field's metadata under which setting() keeps its Option
 
 
 def setting(
@@ -258,25 +265,10 @@ def setting(
     ``secret=True`` keeps the value out of ``repr()`` and shows it as ``'***'`` in messages. :data:`OPTIONS`,
     the documentation and ``victor-otel check`` are derived from these fields.
     """
-    metadata = {_DECLARATION: _Declaration(env, default, parse, doc, secret)}
+    metadata = {_OPTION: Option("", env, default, parse, doc, secret)}  # named after the field, in OPTIONS
     if type(default).__hash__ is None:  # a mutable default (a mapping): each Settings gets its own copy
         return field(default_factory=lambda: copy.copy(default), repr=not secret, metadata=metadata)
     return field(default=default, repr=not secret, metadata=metadata)
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: its ``init()`` argument, environment variables (highest precedence first), default, parser
-    and meaning, as its :class:`Settings` field declares them."""
-
-    name: str
-    env: tuple[str, ...]
-    default: Any
-    parse: Callable[[str, object], Any]
-    doc: str
-
-    def label(self) -> str:
-        return " / ".join((self.name, *self.env))
 
 
 #: Pairs of settings where the first must not exceed the second (a warn threshold and its fail one).
@@ -605,14 +597,13 @@ class Settings:
         ]
 
 
+#: Every setting, in the order of the fields of :class:`Settings` that declare them.
 OPTIONS: tuple[Option, ...] = tuple(
-    Option(f.name, d.env, d.default, d.parse, d.doc)
-    for f in fields(Settings)
-    if isinstance(d := f.metadata.get(_DECLARATION), _Declaration)
+    replace(f.metadata[_OPTION], name=f.name) for f in fields(Settings) if _OPTION in f.metadata
 )
 _BY_NAME = {option.name: option for option in OPTIONS}
 #: Settings whose values are secrets: shown as '***' in messages.
-_SECRETS = frozenset(f.name for f in fields(Settings) if getattr(f.metadata.get(_DECLARATION), "secret", False))
+_SECRETS = frozenset(option.name for option in OPTIONS if option.secret)
 
 
 #: OpenTelemetry SDK variables that are not settings of ours but that the SDK reads while init() builds
