@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 import victor_otel
-from victor_otel.registry import get_registry
+from victor_otel import startup
 
 
 def require_tool(name: str) -> str:
@@ -27,11 +27,9 @@ def require_tool(name: str) -> str:
 
 @pytest.fixture(autouse=True)
 def _clean_state() -> Iterator[None]:
-    victor_otel.shutdown()
-    get_registry().reset()
+    startup.reset()
     yield
-    victor_otel.shutdown()
-    get_registry().reset()
+    startup.reset()
 
 
 @pytest.fixture

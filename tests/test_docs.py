@@ -337,6 +337,12 @@ def test_architecture_names_every_module_and_no_other() -> None:
         f"docs/architecture.md does not describe {sorted(modules - described)}: add a row to its module table"
     )
     assert described - modules == set(), f"docs/architecture.md describes missing modules {sorted(described - modules)}"
+    for package in sorted(d for d in (ROOT / "victor_otel").iterdir() if (d / "__init__.py").exists()):
+        row = re.search(rf"^\| `{package.name}/` \|(.*)$", text, re.MULTILINE)
+        assert row, f"docs/architecture.md has no row for the package {package.name}/"
+        names = {m.name for m in package.glob("*.py")} - {"__init__.py"}
+        missing = sorted(name for name in names if f"`{name}`" not in row[1])
+        assert not missing, f"docs/architecture.md's row of {package.name}/ does not name {missing}"
 
 
 def test_metric_names_in_the_docs_are_in_the_contract() -> None:

@@ -402,7 +402,7 @@ def test_text_format_prints_the_traceback_below(out: io.StringIO) -> None:
 
 
 def our_handlers(logger: logging.Logger) -> list[logging.Handler]:
-    return [h for h in logger.handlers if (logger, h) in logs._setup.handlers]
+    return [h for h in logger.handlers if (logger, h) in logs.setup._setup.handlers]
 
 
 def test_setup_twice_never_duplicates_handlers_and_leaves_root_alone(out: io.StringIO) -> None:
@@ -459,7 +459,7 @@ def test_levels_per_coordinator(out: io.StringIO) -> None:
 def test_bad_settings_are_rejected_with_the_setting_named(kwargs: dict[str, Any], setting: str) -> None:
     with pytest.raises(VictorOtelConfigError, match=setting):
         victor_otel.setup_coordinator_logging(**kwargs)
-    assert logs._setup.handlers == []
+    assert logs.setup._setup.handlers == []
 
 
 def test_output_file_survives_logrotate(tmp_path: Any) -> None:
@@ -542,7 +542,7 @@ def test_success_level_is_configurable_and_cancellation_is_not_an_error(out: io.
 def test_no_execution_record_and_no_hook_cost_without_setup() -> None:
     assert decorators._runtime.on_execution is None
     victor_otel.setup_coordinator_logging(stream=io.StringIO())
-    assert decorators._runtime.on_execution is logs._log_execution
+    assert decorators._runtime.on_execution is logs.executions.log_execution
     logs.teardown_coordinator_logging()
     assert decorators._runtime.on_execution is None
 

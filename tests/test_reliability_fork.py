@@ -22,7 +22,7 @@ import pytest
 import victor_otel
 from tests.conftest import scrape, value
 from tests.faults import FaultServer, wait_for
-from victor_otel import bootstrap, process, workers
+from victor_otel import bootstrap, multiprocess, process
 from victor_otel.registry import get_registry
 
 EXECUTIONS = "victor_coordinator_executions_total"
@@ -296,7 +296,7 @@ def test_stale_snapshots_keep_their_counters_but_leave_the_window(tmp_path: Path
                        True]],
              "histograms": [], "gauges": [], "windows": [[{"coordinator": "C"}, 30, 30, 0, 0, 60.0]],
              "written": time.time() - 3600}
-    metrics = {m.name: m for m in workers.merge_snapshots(own, [stale], window_seconds=60.0)}
+    metrics = {m.name: m for m in multiprocess.merge_snapshots(own, [stale], window_seconds=60.0)}
     assert metrics["victor.coordinator.executions"].data.data_points[0].value == 40
     (rate,) = metrics["victor.coordinator.error_rate"].data.data_points
     assert rate.value == pytest.approx(0.1)  # the stale worker's 30 errors are out of the window

@@ -20,7 +20,8 @@ from fastapi.testclient import TestClient
 
 import victor_otel
 from tests.faults import FaultServer
-from victor_otel import Lifecycle, bootstrap, workers
+from victor_otel import Lifecycle, bootstrap
+from victor_otel.web import lifespan
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +88,8 @@ def test_init_installs_a_flush_on_sigterm_only_where_there_is_no_handler() -> No
 def test_no_signal_handler_is_touched_from_another_thread() -> None:
     results: list[bool] = []
     victor_otel.init(service_name="drain", traces_exporter="none")
-    thread = threading.Thread(target=lambda: results.extend([workers.wrap_sigterm(), bootstrap.install_exit_handler()]))
+    thread = threading.Thread(
+        target=lambda: results.extend([lifespan.wrap_sigterm(), bootstrap.install_exit_handler()]))
     thread.start()
     thread.join()
     assert results == [False, False]
@@ -100,7 +102,7 @@ def test_flush_exports_what_is_buffered_and_keeps_running(monkeypatch: pytest.Mo
         with victor_otel.track("DrainCoordinator", "step"):
             pass
         assert collector.span_names == []
-        assert workers.flush(timeout=5) is True
+        assert bootstrap.flush(timeout=5) is True
         assert collector.span_names == ["DrainCoordinator.step"]
         assert telemetry.lifecycle is Lifecycle.READY  # a flush is not a shutdown
 
@@ -113,7 +115,7 @@ def test_flush_gives_up_within_its_budget_on_a_hanging_collector(monkeypatch: py
         with victor_otel.track("DrainCoordinator", "step"):
             pass
         began = time.monotonic()
-        assert workers.flush(timeout=0.5) is False
+        assert bootstrap.flush(timeout=0.5) is False
         assert time.monotonic() - began < 0.5 + 1.0
         assert victor_otel.shutdown(timeout=0.5) is False
 
@@ -156,7 +158,7 @@ def test_one_budget_for_the_whole_exit(monkeypatch: pytest.MonkeyPatch, caplog: 
                          export_timeout=30, shutdown_timeout=budget)
         with victor_otel.track("DrainCoordinator", "step"):
             pass
-        assert workers.flush() is False  # the lifespan's flush spends the budget
+        assert bootstrap.flush() is False  # the lifespan's flush spends the budget
         began = time.monotonic()
         with caplog.at_level("WARNING", logger="victor_otel"):
             assert victor_otel.shutdown() is False  # the exit's shutdown does not wait again
@@ -171,12 +173,12 @@ def test_a_shutdown_after_the_collector_recovered_gets_its_whole_budget(monkeypa
                                      export_timeout=2.0, shutdown_timeout=1.0)
         with victor_otel.track("DrainCoordinator", "before"):
             pass
-        assert workers.flush() is False
+        assert bootstrap.flush() is False
         collector.mode = "ok"
         assert telemetry.stalled_since_last_flush()
         with victor_otel.track("DrainCoordinator", "after"):
             pass
-        assert workers.flush(timeout=10) is True  # the hanging request timed out; the rest went through
+        assert bootstrap.flush(timeout=10) is True  # the hanging request timed out; the rest went through
         assert not telemetry.stalled_since_last_flush()
         assert victor_otel.shutdown() is True
 

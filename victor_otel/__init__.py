@@ -36,6 +36,14 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from victor_otel.bootstrap import Lifecycle, Telemetry, current
+    from victor_otel.checks.model import HealthReport, Thresholds
+    from victor_otel.checks.runner import (
+        add_health_check,
+        check_health,
+        get_health,
+        remove_health_check,
+        set_health_thresholds,
+    )
     from victor_otel.compat import (
         CoordinatorMetricsCollector,
         PrometheusExporter,
@@ -44,17 +52,7 @@ if TYPE_CHECKING:
     )
     from victor_otel.config import Settings
     from victor_otel.context import RequestIdMiddleware, extract, get_request_id, inject, request_context
-    from victor_otel.exposition import MetricsServer, metrics_endpoint, render, start_metrics_server
-    from victor_otel.health import (
-        HealthReport,
-        Thresholds,
-        add_health_check,
-        check_health,
-        get_health,
-        remove_health_check,
-        set_health_thresholds,
-        setup_health_endpoints,
-    )
+    from victor_otel.exposition import MetricsServer
     from victor_otel.llm import LLMCall, llm_call
     from victor_otel.logs import (
         JsonFormatter,
@@ -64,7 +62,8 @@ if TYPE_CHECKING:
         teardown_coordinator_logging,
     )
     from victor_otel.redaction import Redactor, redact
-    from victor_otel.web import instrument_app
+    from victor_otel.startup import render, start_metrics_server
+    from victor_otel.web import instrument_app, metrics_endpoint, setup_health_endpoints
 
 #: Public name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {
@@ -76,11 +75,12 @@ _LAZY = {
     ),
     "Settings": "config",
     **dict.fromkeys(("RequestIdMiddleware", "extract", "get_request_id", "inject", "request_context"), "context"),
-    **dict.fromkeys(("MetricsServer", "metrics_endpoint", "render", "start_metrics_server"), "exposition"),
+    "MetricsServer": "exposition",
+    **dict.fromkeys(("render", "start_metrics_server"), "startup"),
+    **dict.fromkeys(("HealthReport", "Thresholds"), "checks.model"),
     **dict.fromkeys(
-        ("HealthReport", "Thresholds", "add_health_check", "check_health", "get_health", "remove_health_check",
-         "set_health_thresholds", "setup_health_endpoints"),
-        "health",
+        ("add_health_check", "check_health", "get_health", "remove_health_check", "set_health_thresholds"),
+        "checks.runner",
     ),
     **dict.fromkeys(
         ("JsonFormatter", "TextFormatter", "get_coordinator_logger", "setup_coordinator_logging",
@@ -88,7 +88,7 @@ _LAZY = {
         "logs",
     ),
     **dict.fromkeys(("Redactor", "redact"), "redaction"),
-    "instrument_app": "web",
+    **dict.fromkeys(("instrument_app", "metrics_endpoint", "setup_health_endpoints"), "web"),
     **dict.fromkeys(("LLMCall", "llm_call"), "llm"),
 }
 
@@ -168,31 +168,10 @@ def init(
     arguments: dict[str, Any] = {
         k: v for k, v in locals().items() if v is not None and k != "span_exporters"
     }
-    # The one wiring point (imported here, not at the top: `import victor_otel` loads the decorators only).
-    from victor_otel import bootstrap, workers
-    from victor_otel.config import Settings
-    from victor_otel.exposition import start_metrics_server
-    from victor_otel.health import get_health
-    from victor_otel.llm.wiring import setup as setup_llm
+    # The one wiring point, imported on the first call: `import victor_otel` loads the decorators only.
+    from victor_otel import startup
 
-    settings = Settings.from_sources(arguments)
-    if settings.multiproc_dir and not settings.disabled:
-        workers.check_directory(settings.multiproc_dir)  # refused before anything is built
-    telemetry = bootstrap.init(span_exporters, **arguments)  # providers, fork and SIGTERM handling (idempotent)
-    try:
-        if (not settings.disabled and settings.multiproc_dir and telemetry.prometheus_registry is not None
-                and telemetry.multiprocess is None):
-            workers.enable_multiprocess(telemetry)
-        if (settings.metrics_port is not None and telemetry.prometheus_registry is not None
-                and telemetry.metrics_server is None):
-            telemetry.metrics_server = start_metrics_server(settings.metrics_port, settings.metrics_host,
-                                                            telemetry=telemetry)
-        setup_llm(telemetry)  # LLM metrics, prices (a bad table raises here), content capture, the clients
-    except BaseException:
-        bootstrap.shutdown(timeout=1.0)  # nothing half-started stays behind (a taken port, say)
-        raise
-    get_health().attach(telemetry)  # victor_health_status in every collection from now on
-    return telemetry
+    return startup.init(span_exporters, **arguments)
 
 
 def shutdown(timeout: float | None = None) -> bool:

@@ -189,7 +189,7 @@ class Closeable(Protocol):
 
 
 class Snapshots(Protocol):
-    """The multi-process snapshot writer (:class:`victor_otel.workers.Multiprocess`), as the telemetry
+    """The multi-process snapshot writer (:class:`victor_otel.multiprocess.Multiprocess`), as the telemetry
     drives it: a last snapshot at shutdown, a file of its own after fork, one now for ``flush()``."""
 
     def close(self) -> None: ...
@@ -459,20 +459,27 @@ def current() -> Telemetry | None:
     return _current
 
 
-def current_or_default() -> Telemetry | None:
-    """The running :class:`Telemetry`; if ``init()`` never ran in this process, ``init()`` from the
-    environment (the seed's API worked without a set-up call); ``None`` after ``shutdown()``.
+def settings_in_force(*, strict: bool = False) -> Settings:
+    """The running Telemetry's settings; before ``init()``, those of the environment.
 
-    Health's routes use it, as the seed's exporter does on its first scrape, so that the seed's
-    ``setup_health_endpoints(app)`` alone answers ready at its first probe, whether or not ``/metrics``
-    was scraped.
+    A bad value in the environment gives the defaults (``init()`` will name it; what reads the
+    settings meanwhile keeps working), or raises :class:`VictorOtelConfigError` with ``strict=True``
+    (what must fail closed, such as a check of credentials).
     """
-    if _current is not None or _initialised_once:  # without the lock: shutdown() holds it while it drains
-        return _current
-    with _lock:
-        if _current is not None or _initialised_once:
-            return _current
-        return init()
+    telemetry = _current
+    if telemetry is not None:
+        return telemetry.settings
+    try:
+        return Settings.from_sources()
+    except VictorOtelConfigError:
+        if strict:
+            raise
+        return Settings()
+
+
+def initialised_once() -> bool:
+    """Whether ``init()`` has built a Telemetry in this process (even one shut down since)."""
+    return _initialised_once
 
 
 def init(
@@ -666,7 +673,7 @@ def shutdown(timeout: float | None = None) -> bool:
                 "does not wait for the exporters again (one shutdown_timeout for the whole exit)"
             )
             budget = 0.0
-        done, abandoned = threading.Event(), threading.Event()
+        abandoned = threading.Event()
 
         def stop() -> None:
             deadline_ms = max(int(budget * 1000), 100)  # local readers need a moment even with no budget
@@ -692,12 +699,8 @@ def shutdown(timeout: float | None = None) -> bool:
                     _logger.debug("victor_otel: shutting down after the budget ran out", exc_info=True)
                 else:
                     _logger.exception("victor_otel: error while shutting down")
-            finally:
-                done.set()
 
-        worker = threading.Thread(target=stop, name="victor-otel-shutdown", daemon=True)
-        worker.start()
-        finished = done.wait(budget)
+        finished = run_within(budget, "victor-otel-shutdown", stop)
         if not finished:
             _logger.warning("victor_otel: shutdown did not finish within %.1f s; abandoning the flush", budget)
             abandoned.set()
@@ -706,6 +709,48 @@ def shutdown(timeout: float | None = None) -> bool:
         _current = None
         _set_tracer(None)
         return finished
+
+
+def run_within(budget: float, name: str, work: Callable[[], None]) -> bool:
+    """Run ``work`` in a daemon thread and wait for it at most ``budget`` seconds; ``False`` if it is still
+    running then (it is left to finish, or not, on its own: an exporter stuck on a dead collector must
+    not hold the application's exit). Every flush and shutdown goes through it."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done.wait(budget)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Export what is buffered (spans, logs, metrics, the multi-process snapshot) within ``timeout``
+    seconds (default ``shutdown_timeout``), without stopping anything. ``False`` if it ran out of time."""
+    telemetry = _current
+    if telemetry is None:
+        return True
+    budget = telemetry.settings.shutdown_timeout if timeout is None else timeout
+
+    def run() -> None:
+        millis = int(budget * 1000)
+        try:
+            if telemetry.multiprocess is not None:
+                telemetry.multiprocess.write()
+            for provider in (telemetry.tracer_provider if telemetry._owned_tracer_provider else None,
+                             telemetry.logger_provider, telemetry.meter_provider):
+                if provider is not None:
+                    provider.force_flush(millis)
+        except Exception:
+            _logger.exception("victor_otel: flushing failed")
+
+    started = time.time()
+    finished = run_within(budget, "victor-otel-flush", run)
+    telemetry.flush_stalled_at = None if finished else started  # shutdown() then spends no second budget
+    return finished
 
 
 # -- the process around the telemetry: SIGTERM and fork -----------------------------------------------

@@ -15,8 +15,10 @@ from typing import Any
 
 from victor_otel import bootstrap, decorators
 from victor_otel.errors import VictorOtelConfigError
-from victor_otel.exposition import MetricsServer, metrics_endpoint, render, start_metrics_server
+from victor_otel.exposition import MetricsServer
 from victor_otel.registry import get_registry
+from victor_otel.startup import render, start_metrics_server
+from victor_otel.web.metrics import metrics_endpoint
 
 
 class ExecutionFailed(Exception):

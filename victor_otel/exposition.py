@@ -28,13 +28,10 @@ from victor_otel.errors import VictorOtelInitError
 _logger = logging.getLogger("victor_otel")
 
 
-def _telemetry(telemetry: bootstrap.Telemetry | None = None) -> bootstrap.Telemetry:
-    # The seed's exporter worked without any set-up call: initialise with defaults when needed.
+def _telemetry(telemetry: bootstrap.Telemetry | None) -> bootstrap.Telemetry:
     if telemetry is not None or (telemetry := bootstrap.current()) is not None:
         return telemetry
-    from victor_otel import init  # the public init(): it also attaches the health producer
-
-    return init()
+    raise VictorOtelInitError("/metrics needs victor_otel.init() first (victor_otel.render() calls it for you)")
 
 
 def _prometheus_registry(telemetry: bootstrap.Telemetry) -> CollectorRegistry:
@@ -80,34 +77,7 @@ def challenge(settings: Settings) -> str:
     return auth.challenge("metrics", token=settings.metrics_token, basic=settings.metrics_basic_auth)
 
 
-_UNAUTHORIZED = b"401 Unauthorized: /metrics needs the credentials set in VICTOR_OTEL_METRICS_TOKEN or _BASIC_AUTH\n"
-
-
-def metrics_endpoint() -> Any:
-    """A Starlette endpoint serving ``/metrics``: ``app.add_route("/metrics", metrics_endpoint())``.
-
-    With ``metrics_token`` / ``metrics_basic_auth`` set, a request without those credentials gets 401.
-    """
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-    from starlette.responses import Response
-
-    def serve(accept: str | None, authorization: str | None) -> tuple[int, bytes, str, dict[str, str]]:
-        settings = _telemetry().settings
-        if not authorized(authorization, settings):
-            return 401, _UNAUTHORIZED, "text/plain; charset=utf-8", {"WWW-Authenticate": challenge(settings)}
-        body, content_type = render(accept)
-        return 200, body, content_type, {}
-
-    async def metrics(request: Request) -> Response:
-        # Rendering is CPU work of a few milliseconds: keep it off the event loop.
-        status, body, content_type, headers = await run_in_threadpool(
-            serve, request.headers.get("accept"), request.headers.get("authorization")
-        )
-        return Response(body, status_code=status, media_type=content_type,
-                        headers={"Cache-Control": "no-store", **headers})
-
-    return metrics
+UNAUTHORIZED = b"401 Unauthorized: /metrics needs the credentials set in VICTOR_OTEL_METRICS_TOKEN or _BASIC_AUTH\n"
 
 
 class MetricsServer:
@@ -263,9 +233,9 @@ def _guarded(app: _WSGIApp, settings: Settings) -> _WSGIApp:
         if not authorized(environ.get("HTTP_AUTHORIZATION"), settings):
             start_response("401 Unauthorized", [
                 ("WWW-Authenticate", challenge(settings)), ("Content-Type", "text/plain; charset=utf-8"),
-                ("Cache-Control", "no-store"), ("Content-Length", str(len(_UNAUTHORIZED))),
+                ("Cache-Control", "no-store"), ("Content-Length", str(len(UNAUTHORIZED))),
             ])
-            return [_UNAUTHORIZED]
+            return [UNAUTHORIZED]
         return app(environ, start_response)
 
     return guarded

@@ -79,7 +79,7 @@ def write_the_day(path: Path) -> None:
 
 
 def logging_handlers_flush() -> None:
-    for _, handler in logs._setup.handlers:
+    for _, handler in logs.setup._setup.handlers:
         handler.flush()
 
 

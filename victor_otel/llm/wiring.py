@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from victor_otel.checks.runner import add_health_check, remove_health_check
 from victor_otel.llm import calls
 from victor_otel.llm.prices import PriceTable
 from victor_otel.llm.recording import get_recorder
@@ -27,8 +28,6 @@ def setup(telemetry: Telemetry) -> None:
         setattr(telemetry, _WIRED, True)
         telemetry.add_producer(recorder.produce)
         telemetry.add_producer(recorder.produce_genai, push_only=True)
-    from victor_otel.health import add_health_check, remove_health_check
-
     if settings.llm_budget_usd_per_hour is not None:
         add_health_check(SPEND_CHECK, spend_check(settings.llm_budget_usd_per_hour), component_type="component")
     else:

@@ -1,4 +1,4 @@
-"""Several worker processes: exact ``/metrics`` across workers, draining on SIGTERM behind a server.
+"""Several worker processes behind one port: exact ``/metrics`` across workers (``VICTOR_OTEL_MULTIPROC_DIR``).
 
 **Fork safety** (``gunicorn --preload``: ``init()`` in the master, workers forked from it) is each
 module's own, registered through :mod:`victor_otel.forking`: in each child the registry and the export
@@ -8,7 +8,7 @@ with the parent), the multi-process snapshot writer restarts under a new file, a
 follow the child's pid (:mod:`victor_otel.bootstrap` for the telemetry). The SDK's batch processors and
 periodic reader restart their own threads (their own at-fork hooks).
 
-**Two supported ways to get exact totals from N workers** (see the README's "Operating"):
+**Two supported ways to get exact totals from N workers** (see the operating guide):
 
 - *OTLP push per worker* (``OTEL_METRICS_EXPORTER=otlp``): each worker pushes its own cumulative
   counters with its own ``service.instance.id``; the collector / Prometheus sums over instances.
@@ -17,28 +17,20 @@ periodic reader restart their own threads (their own at-fork hooks).
   scrape it answers, and at exit); a scrape of any worker sums every snapshot per label set, so the
   numbers are the same whichever worker answers and a dead worker's counts are kept.
 
-**Draining.** ``instrument_app()`` wraps the app's lifespan: at start-up the server's SIGTERM handler is
-wrapped so that SIGTERM first turns readiness to 503 (``Lifecycle.DRAINING``), keeps serving for
-``drain_seconds``, then lets the server stop; at lifespan shutdown spans, logs and metrics are flushed
-within ``shutdown_timeout``. (A process without a server gets its SIGTERM handler from
-:func:`victor_otel.bootstrap.install_exit_handler`.)
+Draining behind a server is :mod:`victor_otel.web.lifespan`'s; flushing is :func:`victor_otel.bootstrap.flush`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
@@ -305,90 +297,3 @@ def enable_multiprocess(telemetry: Any) -> None:
             # /metrics only: OTLP pushes stay per process (the collector sums over service.instance.id).
             reader._replacements = {registry_produce: multiprocess.produce, exports_produce: lambda: []}
     multiprocess.start()
-
-
-# -- draining and flushing --------------------------------------------------------------------------
-
-
-def flush(timeout: float | None = None) -> bool:
-    """Export what is buffered (spans, logs, metrics, the multi-process snapshot) within ``timeout``
-    seconds (default ``shutdown_timeout``), without stopping anything. ``False`` if it ran out of time."""
-    telemetry = bootstrap.current()
-    if telemetry is None:
-        return True
-    budget = telemetry.settings.shutdown_timeout if timeout is None else timeout
-    done = threading.Event()
-
-    def run() -> None:
-        millis = int(budget * 1000)
-        try:
-            if telemetry.multiprocess is not None:
-                telemetry.multiprocess.write()
-            for provider in (telemetry.tracer_provider if telemetry._owned_tracer_provider else None,
-                             telemetry.logger_provider, telemetry.meter_provider):
-                if provider is not None:
-                    provider.force_flush(millis)
-        except Exception:
-            _logger.exception("victor_otel: flushing failed")
-        finally:
-            done.set()
-
-    started = time.time()
-    threading.Thread(target=run, name="victor-otel-flush", daemon=True).start()
-    finished = done.wait(budget)
-    telemetry.flush_stalled_at = None if finished else started  # shutdown() then spends no second budget
-    return finished
-
-
-def _drain_seconds() -> float:
-    telemetry = bootstrap.current()
-    return telemetry.settings.drain_seconds if telemetry is not None else 0.0
-
-
-def wrap_sigterm() -> bool:
-    """Put a draining step in front of the current SIGTERM handler (the server's).
-
-    On SIGTERM readiness turns 503 at once; the server's own handler runs ``drain_seconds`` later, so
-    that load balancers see the 503 and stop sending before the listener closes. Main thread only;
-    returns whether it was installed.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    previous = signal.getsignal(signal.SIGTERM)
-    if getattr(previous, "_victor_otel_drain", False) or not callable(previous):
-        return False
-    server_handler: Callable[[int, FrameType | None], Any] = previous
-
-    def drain(signum: int, frame: FrameType | None) -> None:
-        bootstrap.start_draining()
-        delay = _drain_seconds()
-        if delay <= 0:
-            server_handler(signum, frame)
-            return
-        _logger.info("victor_otel: SIGTERM: readiness is 503; the server stops in %.1f s", delay)
-        timer = threading.Timer(delay, server_handler, args=(signum, None))
-        timer.daemon = True
-        timer.start()
-
-    drain._victor_otel_drain = True  # type: ignore[attr-defined]
-    signal.signal(signal.SIGTERM, drain)
-    return True
-
-
-def lifespan(original: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Wrap an ASGI app's lifespan: drain on SIGTERM while serving, flush when the server stops."""
-
-    @contextlib.asynccontextmanager
-    async def wrapped(app: Any) -> AsyncIterator[Any]:
-        async with original(app) as state:
-            previous = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() \
-                else None
-            installed = wrap_sigterm()
-            try:
-                yield state
-            finally:
-                if installed and getattr(signal.getsignal(signal.SIGTERM), "_victor_otel_drain", False):
-                    signal.signal(signal.SIGTERM, previous)  # the app stopped: the handler goes with it
-                await asyncio.to_thread(flush)  # the loop keeps running while spans and logs leave
-
-    return wrapped

@@ -1,14 +1,16 @@
-"""Starlette / FastAPI glue: ``/metrics``, server spans, and one ``instrument_app(app)``."""
+"""Every ASGI piece: ``instrument_app(app)`` (server spans, request IDs, drain on SIGTERM) and the routes
+it adds: ``/metrics`` (:mod:`.metrics`), ``/health*`` (:mod:`.health`) and ``/debug``."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from victor_otel import bootstrap, debugpages, workers
+from victor_otel import bootstrap, debugpages
 from victor_otel.context import RequestIdMiddleware, echo_request_id
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
-from victor_otel.exposition import metrics_endpoint
-from victor_otel.health import setup_health_endpoints
+from victor_otel.web import lifespan
+from victor_otel.web.health import health_endpoint, setup_health_endpoints
+from victor_otel.web.metrics import metrics_endpoint
 
 #: Paths that get no server span (probes and scrapes would drown the traces).
 EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed,/debug"
@@ -35,7 +37,7 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
     router = getattr(app, "router", None)
     if router is not None and hasattr(router, "lifespan_context"):
         # SIGTERM: readiness 503 first, drain_seconds later the server stops; then spans and logs are flushed.
-        router.lifespan_context = workers.lifespan(router.lifespan_context)
+        router.lifespan_context = lifespan.lifespan(router.lifespan_context)
     setup_health_endpoints(app)
     _add_debug_pages(app)
     telemetry = bootstrap.current()
@@ -106,3 +108,7 @@ def _is_fastapi(app: Any) -> bool:
     except ImportError:
         return False
     return isinstance(app, FastAPI)
+
+
+__all__ = ["EXCLUDED_SPANS", "EXCLUDED_URLS", "health_endpoint", "instrument_app", "metrics_endpoint",
+           "setup_health_endpoints"]
