@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import pytest
 
-from victor_otel import VictorOtelConfigError
+import victor_otel
+from victor_otel import VictorOtelConfigError, config
 from victor_otel.config import OPTIONS, Settings
 
 
@@ -124,3 +128,41 @@ def test_differences_name_the_changed_settings() -> None:
     a = Settings.from_sources({"service_name": "a"}, {})
     b = Settings.from_sources({"service_name": "b"}, {})
     assert a.differences(b) == ["service_name: 'a' != 'b'"]
+
+
+def test_each_setting_is_declared_once_as_a_settings_field() -> None:
+    """OPTIONS is derived from the fields: every field but ``sources`` is a setting, in the same order."""
+    names = [f.name for f in dataclasses.fields(Settings) if f.name != "sources"]
+    assert [option.name for option in OPTIONS] == names
+    assert set(config._BY_NAME) == set(names)
+
+
+def test_init_takes_exactly_the_settings_each_defaulting_to_none() -> None:
+    """init()'s keywords are the third list of setting names: this keeps it equal to the declaration."""
+    parameters = inspect.signature(victor_otel.init).parameters
+    settings = {option.name for option in OPTIONS}
+    assert set(parameters) - {"span_exporters"} == settings, (
+        f"init() lacks {sorted(settings - set(parameters))}, has unknown {sorted(set(parameters) - settings)}"
+    )
+    assert "span_exporters" in parameters
+    # None means "not given": from_sources() then reads the environment variable, then the default.
+    assert {name: p.default for name, p in parameters.items() if name in settings} == dict.fromkeys(settings)
+
+
+def test_secrets_stay_out_of_repr_and_messages() -> None:
+    secrets = {f.name for f in dataclasses.fields(Settings) if not f.repr}
+    assert secrets == set(config._SECRETS) == {"health_token", "metrics_token", "metrics_basic_auth"}
+    arguments = {"health_token": "tok-health", "metrics_token": "tok-metrics", "metrics_basic_auth": "u:tok-basic"}
+    settings = Settings.from_sources(arguments, {})
+    assert not any(value in repr(settings) for value in arguments.values())
+    differences = settings.differences(Settings.from_sources({}, {}))
+    assert sorted(d.split(":")[0] for d in differences) == sorted(arguments)
+    assert not any(value in " ".join(differences) for value in arguments.values())
+
+
+def test_unset_traces_exporter_is_resolved_in_the_object_itself() -> None:
+    """Settings() and dataclasses.replace() resolve it as from_sources() does: never left None."""
+    assert Settings().traces_exporter == ("none",)
+    assert Settings(traces_file="spans.jsonl").traces_exporter == ("console",)
+    assert Settings(traces_file="spans.jsonl", traces_exporter=("otlp",)).traces_exporter == ("otlp",)
+    assert Settings.from_sources({"traces_file": "spans.jsonl"}, {}).sources["traces_exporter"] == "default"

@@ -296,7 +296,7 @@ def test_stability_opt_in_drops_the_previous_attributes(monkeypatch: pytest.Monk
 
 def test_otlp_side_gets_the_conventions_instruments_with_their_buckets(telemetry: Any) -> None:
     reader = InMemoryMetricReader()
-    from victor_otel.bootstrap import VictorInMemoryReader
+    from victor_otel.readers import VictorInMemoryReader
 
     assert not isinstance(reader, VictorInMemoryReader)
     with victor_otel.llm_call(provider="openai", model="gpt-4o", stream=True) as call:
@@ -391,8 +391,8 @@ def test_a_forked_child_counts_its_own_calls(telemetry: Any) -> None:
 
 
 def test_only_the_pushing_readers_get_the_conventions_instruments(spans: InMemorySpanExporter) -> None:
-    from victor_otel.bootstrap import VictorPeriodicReader, VictorPrometheusReader
     from victor_otel.llm import get_recorder
+    from victor_otel.readers import VictorPeriodicReader, VictorPrometheusReader
 
     telemetry = victor_otel.init(traces_exporter="none", metrics_exporter="prometheus,console",
                                  metric_export_interval=86_400_000)

@@ -370,6 +370,7 @@ def test_text_format_is_one_readable_line_without_colour_off_a_terminal(out: io.
 
 def test_text_format_colours_a_terminal_unless_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")  # TERM=dumb (some CI runners) means no colour
     terminal = FakeTerminal()
     victor_otel.setup_coordinator_logging(format_type="text", stream=terminal)
     victor_otel.get_coordinator_logger("Chat").error("red")

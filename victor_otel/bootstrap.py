@@ -17,23 +17,17 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from types import FrameType, MappingProxyType
+from collections.abc import Callable, Iterable, Sequence
+from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
-    InMemoryMetricReader,
-    Metric,
     MetricReader,
     MetricsData,
-    PeriodicExportingMetricReader,
-    ResourceMetrics,
-    ScopeMetrics,
 )
 from opentelemetry.sdk.metrics.view import View
 from opentelemetry.sdk.resources import Resource
@@ -44,9 +38,6 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric as PrometheusMetric
 
 from victor_otel import _sdk, decorators, forking, process
 from victor_otel import instruments as contract
@@ -63,6 +54,15 @@ from victor_otel.exporting import (
     count_drops,
 )
 from victor_otel.exporting import reinit_after_fork as reinit_exporting_after_fork
+from victor_otel.readers import (
+    Producer,
+    SerialRegistry,
+    VictorInMemoryReader,
+    VictorPeriodicReader,
+    VictorPrometheusReader,
+    _MergesProducers,
+    merge_metrics,
+)
 from victor_otel.registry import Registry, get_registry
 
 if TYPE_CHECKING:  # the logs SDK is imported only when a logs exporter is configured
@@ -70,12 +70,7 @@ if TYPE_CHECKING:  # the logs SDK is imported only when a logs exporter is confi
 
     from victor_otel.tracebuffer import TraceBuffer  # imported only when the /debug pages are on
 
-SCOPE = InstrumentationScope("victor_otel", __version__)
 _logger = logging.getLogger("victor_otel")
-
-#: Functions returning extra ``Metric`` objects merged into every collection (the registry's, health's).
-Producer = Callable[[], Sequence[Metric]]
-
 
 class Lifecycle(str, enum.Enum):
     """Where the process is; readiness follows it (ready only when READY)."""
@@ -84,90 +79,6 @@ class Lifecycle(str, enum.Enum):
     READY = "ready"
     DRAINING = "draining"
     STOPPED = "stopped"
-
-
-class _MergesProducers:
-    """Mixin for a MetricReader: merge pre-aggregated metrics into what the SDK collected."""
-
-    _producers: tuple[Producer, ...] = ()
-    _resource: Resource = Resource.get_empty()
-    #: Producers replaced for this reader only: in multi-process mode /metrics sums every worker's
-    #: registry (victor_otel.workers) while OTLP pushes stay per process.
-    _replacements: Mapping[Producer, Producer] = MappingProxyType({})
-
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        extra: list[Metric] = []
-        for produce in self._producers:
-            try:
-                extra.extend(self._replacements.get(produce, produce)())
-            except Exception:  # a producer bug must never break a scrape or an export
-                _logger.exception("victor_otel: a metric producer failed; its metrics are skipped")
-        super()._receive_metrics(  # type: ignore[misc]
-            merge_metrics(metrics_data, extra, self._resource), timeout_millis=timeout_millis, **kwargs
-        )
-
-
-def merge_metrics(data: MetricsData | None, extra: list[Metric], resource: Resource) -> MetricsData:
-    """Return ``data`` with ``extra`` added under the victor_otel instrumentation scope."""
-    if not extra:
-        return data or MetricsData(resource_metrics=[])
-    if data is None or not data.resource_metrics:
-        scope = ScopeMetrics(scope=SCOPE, metrics=extra, schema_url="")
-        return MetricsData(resource_metrics=[ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")])
-    first, *rest = data.resource_metrics
-    # One ScopeMetrics per scope: the process gauges already come under victor_otel's own meter, and the
-    # OTLP encoder keeps one block per scope (a second one with the same scope lost the gauges on the wire).
-    scopes = list(first.scope_metrics)
-    for i, existing in enumerate(scopes):
-        if (existing.scope.name, existing.scope.version) == (SCOPE.name, SCOPE.version):
-            scopes[i] = ScopeMetrics(scope=existing.scope, metrics=[*existing.metrics, *extra],
-                                     schema_url=existing.schema_url)
-            break
-    else:
-        scopes.append(ScopeMetrics(scope=SCOPE, metrics=extra, schema_url=""))
-    merged = ResourceMetrics(resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url)
-    return MetricsData(resource_metrics=[merged, *rest])
-
-
-class VictorPrometheusReader(_MergesProducers, PrometheusMetricReader):
-    """The OTel Prometheus reader, on a private registry, with our pre-aggregated metrics merged in."""
-
-    _stopped = False
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        # Both our shutdown() and a foreign MeterProvider's may stop the reader: the second is a no-op.
-        if not self._stopped:
-            self._stopped = True
-            super().shutdown(timeout_millis, **kwargs)
-
-
-class VictorPeriodicReader(_MergesProducers, PeriodicExportingMetricReader):
-    """The periodic (OTLP / console) reader with our pre-aggregated metrics merged in."""
-
-
-class VictorInMemoryReader(_MergesProducers, InMemoryMetricReader):
-    """An in-memory reader with our pre-aggregated metrics merged in (for tests)."""
-
-
-class SerialRegistry(CollectorRegistry):
-    """A prometheus_client registry whose collections never overlap.
-
-    The OTel Prometheus collector queues what its reader collected and drains the queue while
-    rendering: two concurrent scrapes would take each other's data (one of them rendering nothing).
-    Every path to the text (our endpoint, the standalone server) goes through this lock.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(auto_describe=False)
-        self._serial = threading.Lock()
-
-    def collect(self) -> Iterator[PrometheusMetric]:
-        with self._serial:
-            return iter(list(super().collect()))
-
-    def renew_lock(self) -> None:
-        """In a forked child: a scrape may have held the lock at the fork."""
-        self._serial = threading.Lock()
 
 
 class _LineSpanExporter(ConsoleSpanExporter):
@@ -231,7 +142,7 @@ class Telemetry:
         self.exports = ExportStats()
         self.producers: list[Producer] = [registry.produce, self.exports.produce]
         self.push_producers: list[Producer] = []
-        #: The multi-process snapshot writer (victor_otel.workers) when multiproc_dir is set.
+        #: The multi-process snapshot writer (victor_otel.multiprocess) when multiproc_dir is set.
         self.multiprocess: Snapshots | None = None
         self._exporters: list[Any] = []  # the counting wrappers, aborted when shutdown runs out of time
         self._owned_tracer_provider = False

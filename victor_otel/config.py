@@ -1,7 +1,8 @@
 """Settings: one frozen object built from ``init()`` arguments over environment variables.
 
-Every option is declared once in :data:`OPTIONS` (argument, environment variables, default, parser,
-documentation); docs/configuration.md's table and ``victor-otel check`` read the same declaration.
+Every setting is declared once, as a field of :class:`Settings` made by :func:`setting` (its name is the
+``init()`` argument; environment variables, default, parser, documentation); :data:`OPTIONS`,
+docs/configuration.md's tables and ``victor-otel check`` are derived from those fields.
 Precedence, highest first: an ``init()`` argument, then the ``VICTOR_OTEL_*`` variable, then the
 standard ``OTEL_*`` variable, then the default. Every bad value raises :class:`VictorOtelConfigError`
 naming the setting and what it accepts.
@@ -9,10 +10,11 @@ naming the setting and what it accepts.
 
 from __future__ import annotations
 
+import copy
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from victor_otel.errors import VictorOtelConfigError
@@ -236,196 +238,288 @@ def _parse_optional_budget(setting: str, value: object) -> float | None:
 
 @dataclass(frozen=True)
 class Option:
-    """One setting: its ``init()`` argument, environment variables (highest precedence first)."""
+    """One setting: its ``init()`` argument, environment variables (highest precedence first), default, parser
+    and meaning, as its :class:`Settings` field declares them; ``secret``: never shown."""
 
     name: str
     env: tuple[str, ...]
     default: Any
     parse: Callable[[str, object], Any]
     doc: str
+    secret: bool = False
 
     def label(self) -> str:
         return " / ".join((self.name, *self.env))
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("service_name", ("VICTOR_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"), "victor", _parse_name,
-           "service.name of the Resource."),
-    Option("service_version", ("VICTOR_OTEL_SERVICE_VERSION",), None, _parse_optional_str,
-           "service.version of the Resource (default: service.version from OTEL_RESOURCE_ATTRIBUTES, "
-           "else 'unknown')."),
-    Option("environment", ("VICTOR_OTEL_ENVIRONMENT",), None, _parse_optional_str,
-           "deployment.environment.name of the Resource (default: from OTEL_RESOURCE_ATTRIBUTES, "
-           "else 'development')."),
-    Option("resource_attributes", ("OTEL_RESOURCE_ATTRIBUTES",), {}, _parse_attributes,
-           "Extra Resource attributes, key=value pairs separated by commas."),
-    Option("disabled", ("OTEL_SDK_DISABLED",), False, _parse_bool,
-           "true: install no provider, export nothing (decorators stay cheap no-ops for telemetry)."),
-    Option("traces_exporter", ("OTEL_TRACES_EXPORTER",), None, _choice_list(TRACES_EXPORTERS),
-           "Where spans go: console | otlp | none (comma-separated for several). Unset: console into "
-           "traces_file when that is set, else none (no span is made); standard output only when console "
-           "is asked for without a traces_file."),
-    Option("traces_file", ("VICTOR_OTEL_TRACES_FILE",), None, _parse_optional_str,
-           "With the console exporter: append spans to this file (one JSON object per line) "
-           "instead of standard output."),
-    Option("metrics_exporter", ("OTEL_METRICS_EXPORTER",), ("prometheus",), _choice_list(METRICS_EXPORTERS),
-           "prometheus (in-process reader behind /metrics) | otlp (periodic push) | console | none."),
-    Option("logs_exporter", ("OTEL_LOGS_EXPORTER",), ("none",), _choice_list(LOGS_EXPORTERS),
-           "otlp: also send log records through the OTel log bridge | console | none."),
-    Option("otlp_endpoint", ("OTEL_EXPORTER_OTLP_ENDPOINT",), "http://localhost:4318", _parse_endpoint,
-           "OTLP/HTTP base URL of the collector; /v1/traces, /v1/metrics, /v1/logs are appended."),
-    Option("sampler", ("OTEL_TRACES_SAMPLER",), "parentbased_always_on", _choice(SAMPLERS),
-           "Trace sampler: " + " | ".join(SAMPLERS) + "."),
-    Option("sampler_arg", ("OTEL_TRACES_SAMPLER_ARG",), 1.0, _number(float, 0.0, 1.0),
-           "Sampling ratio for the traceidratio samplers, 0 to 1."),
-    Option("metric_export_interval", ("OTEL_METRIC_EXPORT_INTERVAL",), 60000, _number(int, 100, 86_400_000),
-           "Milliseconds between pushes of the otlp / console metrics exporters."),
-    Option("metrics_port", ("VICTOR_OTEL_METRICS_PORT",), None, _parse_port,
-           "Start the standalone /metrics server on this port at init (0 = any free port; unset = none)."),
-    Option("metrics_host", ("VICTOR_OTEL_METRICS_HOST",), "127.0.0.1", _parse_name,
-           "Address the standalone /metrics server binds to."),
-    Option("cardinality_limit", ("VICTOR_OTEL_CARDINALITY_LIMIT",), 1000, _number(int, 1, 1_000_000),
-           "Label sets kept per metric; the excess folds into one overflow series."),
-    Option("window_seconds", ("VICTOR_OTEL_WINDOW_SECONDS",), 60.0, _number(float, 1.0, 86_400.0),
-           "Length of the sliding window behind throughput, error-rate and hit-rate gauges and health."),
-    Option("shutdown_timeout", ("VICTOR_OTEL_SHUTDOWN_TIMEOUT",), 5.0,
-           _number(float, 0.0, 600.0, min_exclusive=True),
-           "Seconds shutdown() (and interpreter exit) may spend flushing spans, metrics and logs."),
-    Option("export_timeout", ("VICTOR_OTEL_EXPORT_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"), 10.0,
-           _number(float, 0.0, 600.0, min_exclusive=True),
-           "Seconds one OTLP export may take, its retries included (the Python exporter reads "
-           "OTEL_EXPORTER_OTLP_TIMEOUT in seconds, not milliseconds)."),
-    Option("max_queue_size", ("VICTOR_OTEL_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_QUEUE_SIZE"), 2048,
-           _number(int, 1, 1_000_000),
-           "Spans (and, in their own queue, log records) buffered for export; beyond it new ones are "
-           "dropped and counted in victor_otel_exported_total{outcome=\"dropped\"}."),
-    Option("drain_seconds", ("VICTOR_OTEL_DRAIN_SECONDS",), 0.0, _number(float, 0.0, 600.0),
-           "On SIGTERM, readiness turns 503 at once and the server keeps serving this many seconds before "
-           "it stops (set it above the load balancer's probe period)."),
-    Option("multiproc_dir", ("VICTOR_OTEL_MULTIPROC_DIR",), None, _parse_optional_str,
-           "Several worker processes behind one port: a directory they share (emptied before the server "
-           "starts); every /metrics scrape then sums the counters of all workers."),
-    Option("metrics_token", ("VICTOR_OTEL_METRICS_TOKEN",), None, _parse_secret,
-           "When set, /metrics (app route and standalone server) requires 'Authorization: Bearer <token>'."),
-    Option("metrics_basic_auth", ("VICTOR_OTEL_METRICS_BASIC_AUTH",), None, _parse_basic_auth,
-           "When set (user:password), /metrics also accepts HTTP basic auth with these credentials."),
-    # -- debug pages (victor_otel.debugpages) --
-    Option("debug_pages", ("VICTOR_OTEL_DEBUG_PAGES",), "auto", _parse_debug_pages,
-           "/debug pages (coordinators, recent traces, one trace as a waterfall) beside /metrics: true | false "
-           "| auto (on when no traces exporter is otlp, the embedded default). Behind health_token when set."),
-    Option("debug_trace_url", ("VICTOR_OTEL_DEBUG_TRACE_URL",), None, _parse_trace_url,
-           "The /debug trace page links to this URL, {trace_id} replaced (a Grafana / Tempo trace view)."),
-    # Health thresholds: declared here once; health.DEFAULT_THRESHOLDS and the alert rules follow them.
-    Option("health_error_rate_warn", ("VICTOR_OTEL_HEALTH_ERROR_RATE_WARN",), 0.01, _number(float, 0.0, 1.0),
-           "Health: a coordinator's error rate over the window above this warns (0 to 1)."),
-    Option("health_error_rate_fail", ("VICTOR_OTEL_HEALTH_ERROR_RATE_FAIL",), 0.05, _number(float, 0.0, 1.0),
-           "Health: a coordinator's error rate over the window above this fails (0 to 1)."),
-    Option("health_min_calls", ("VICTOR_OTEL_HEALTH_MIN_CALLS",), 20, _number(int, 1, 1_000_000),
-           "Health: calls a coordinator needs in the window before its error rate or latency can fail "
-           "(fewer can still warn)."),
-    Option("health_latency_p95_warn", ("VICTOR_OTEL_HEALTH_LATENCY_P95_WARN",), 5.0,
-           _number(float, 0.0, 86_400.0, min_exclusive=True),
-           "Health: a coordinator's p95 latency over the window above this many seconds warns."),
-    Option("health_latency_p95_fail", ("VICTOR_OTEL_HEALTH_LATENCY_P95_FAIL",), 15.0,
-           _number(float, 0.0, 86_400.0, min_exclusive=True),
-           "Health: a coordinator's p95 latency over the window above this many seconds fails."),
-    Option("health_memory_warn_bytes", ("VICTOR_OTEL_HEALTH_MEMORY_WARN_BYTES",), 2 * 1024**3,
-           _number(int, 1, 2**60), "Health: resident memory of the process above this many bytes warns."),
-    Option("health_memory_fail_bytes", ("VICTOR_OTEL_HEALTH_MEMORY_FAIL_BYTES",), 4 * 1024**3,
-           _number(int, 1, 2**60), "Health: resident memory of the process above this many bytes fails."),
-    Option("health_cpu_warn_percent", ("VICTOR_OTEL_HEALTH_CPU_WARN_PERCENT",), 80.0,
-           _number(float, 0.0, 100_000.0, min_exclusive=True),
-           "Health: CPU use of the process above this percentage warns (100 = one core; never fails)."),
-    Option("health_cache_ttl", ("VICTOR_OTEL_HEALTH_CACHE_TTL",), 1.0, _number(float, 0.0, 3600.0),
-           "Health: seconds a check result is reused, so that probe storms cost nothing (0 = never)."),
-    Option("health_check_timeout", ("VICTOR_OTEL_HEALTH_CHECK_TIMEOUT",), 2.0,
-           _number(float, 0.0, 600.0, min_exclusive=True),
-           "Health: seconds a user check may take unless add_health_check() gives its own timeout."),
-    Option("health_max_loop_lag", ("VICTOR_OTEL_HEALTH_MAX_LOOP_LAG",), 5.0,
-           _number(float, 0.0, 3600.0, min_exclusive=True),
-           "Health: /health/live fails when the event loop was blocked longer than this many seconds "
-           "(within the last as many seconds)."),
-    Option("health_token", ("VICTOR_OTEL_HEALTH_TOKEN",), None, _parse_optional_str,
-           "Health: when set, /health/detailed requires the header 'Authorization: Bearer <token>', and "
-           "/health and /health/ready answer without coordinator names unless it is sent."),
-    # LLM calls (victor_otel.llm)
-    Option("instrument_llm", ("VICTOR_OTEL_INSTRUMENT_LLM",), False, _parse_bool,
-           "true: instrument the installed openai and anthropic clients (sync, async, streaming) at init; "
-           "needs the llm extra."),
-    Option("llm_capture_content",
-           ("VICTOR_OTEL_LLM_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
-           False, _parse_capture,
-           "true: record prompts and completions of model calls on their spans and in log records, redacted "
-           "and truncated (span_only, event_only, span_and_event count as true; no_content as false)."),
-    Option("llm_prices", ("VICTOR_OTEL_LLM_PRICES",), None, _parse_prices,
-           "Prices of model calls: a mapping model -> {input, output, cached_input} in US dollars per million "
-           "tokens, the path of a YAML file holding one, or genai-prices (the genai-prices package)."),
-    Option("llm_budget_usd_per_hour", ("VICTOR_OTEL_LLM_BUDGET_USD_PER_HOUR",), None, _parse_optional_budget,
-           "Hourly LLM spend budget in US dollars: exported as victor_llm_budget_usd_per_hour for the spend "
-           "alert; health warns when a coordinator's spend rate over the window exceeds it."),
-)
+_OPTION = "victor_otel.option"  # the key of a field's metadata under which setting() keeps its Option
 
-_BY_NAME = {option.name: option for option in OPTIONS}
+
+def setting(
+    default: Any,
+    *,
+    env: tuple[str, ...],
+    parse: Callable[[str, object], Any],
+    doc: str,
+    secret: bool = False,
+) -> Any:
+    """Declare one setting as a :class:`Settings` field: default, environment variables (first wins), parser, meaning.
+
+    ``secret=True`` keeps the value out of ``repr()`` and shows it as ``'***'`` in messages. :data:`OPTIONS`,
+    the documentation and ``victor-otel check`` are derived from these fields.
+    """
+    metadata = {_OPTION: Option("", env, default, parse, doc, secret)}  # named after the field, in OPTIONS
+    if type(default).__hash__ is None:  # a mutable default (a mapping): each Settings gets its own copy
+        return field(default_factory=lambda: copy.copy(default), repr=not secret, metadata=metadata)
+    return field(default=default, repr=not secret, metadata=metadata)
+
+
 #: Pairs of settings where the first must not exceed the second (a warn threshold and its fail one).
 _ORDERED = (
     ("health_error_rate_warn", "health_error_rate_fail"),
     ("health_latency_p95_warn", "health_latency_p95_fail"),
     ("health_memory_warn_bytes", "health_memory_fail_bytes"),
 )
-#: Settings whose values are secrets: shown as '***' in messages.
-_SECRETS = frozenset({"health_token", "metrics_token", "metrics_basic_auth"})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The effective configuration. Build it with :meth:`Settings.from_sources`."""
+    """The effective configuration. Build it with :meth:`Settings.from_sources`.
 
-    service_name: str = "victor"
-    service_version: str | None = None
-    environment: str | None = None
-    resource_attributes: Mapping[str, str] = field(default_factory=dict)
-    disabled: bool = False
-    traces_exporter: tuple[str, ...] = ("none",)
-    traces_file: str | None = None
-    metrics_exporter: tuple[str, ...] = ("prometheus",)
-    logs_exporter: tuple[str, ...] = ("none",)
-    otlp_endpoint: str | None = "http://localhost:4318"
-    sampler: str = "parentbased_always_on"
-    sampler_arg: float = 1.0
-    metric_export_interval: int = 60000
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    cardinality_limit: int = 1000
-    window_seconds: float = 60.0
-    shutdown_timeout: float = 5.0
-    export_timeout: float = 10.0
-    max_queue_size: int = 2048
-    drain_seconds: float = 0.0
-    multiproc_dir: str | None = None
-    metrics_token: str | None = field(default=None, repr=False)  # a secret: never in a repr or a message
-    metrics_basic_auth: str | None = field(default=None, repr=False)  # a secret as well
-    debug_pages: str = "auto"
-    debug_trace_url: str | None = None
-    health_error_rate_warn: float = _BY_NAME["health_error_rate_warn"].default
-    health_error_rate_fail: float = _BY_NAME["health_error_rate_fail"].default
-    health_min_calls: int = _BY_NAME["health_min_calls"].default
-    health_latency_p95_warn: float = _BY_NAME["health_latency_p95_warn"].default
-    health_latency_p95_fail: float = _BY_NAME["health_latency_p95_fail"].default
-    health_memory_warn_bytes: int = _BY_NAME["health_memory_warn_bytes"].default
-    health_memory_fail_bytes: int = _BY_NAME["health_memory_fail_bytes"].default
-    health_cpu_warn_percent: float = _BY_NAME["health_cpu_warn_percent"].default
-    health_cache_ttl: float = _BY_NAME["health_cache_ttl"].default
-    health_check_timeout: float = _BY_NAME["health_check_timeout"].default
-    health_max_loop_lag: float = _BY_NAME["health_max_loop_lag"].default
-    health_token: str | None = field(default=None, repr=False)  # a secret: never in a repr or a message
-    instrument_llm: bool = False
-    llm_capture_content: bool = False
-    llm_prices: Any = None  # a mapping or a path; victor_otel.llm.prices reads it
-    llm_budget_usd_per_hour: float | None = None
+    Each setting is declared here once, as a field made by :func:`setting`.
+    """
+
+    service_name: str = setting(
+        "victor", env=("VICTOR_OTEL_SERVICE_NAME", "OTEL_SERVICE_NAME"), parse=_parse_name,
+        doc="service.name of the Resource.",
+    )
+    service_version: str | None = setting(
+        None, env=("VICTOR_OTEL_SERVICE_VERSION",), parse=_parse_optional_str,
+        doc=(
+            "service.version of the Resource (default: service.version from OTEL_RESOURCE_ATTRIBUTES, else "
+            "'unknown')."
+        ),
+    )
+    environment: str | None = setting(
+        None, env=("VICTOR_OTEL_ENVIRONMENT",), parse=_parse_optional_str,
+        doc=(
+            "deployment.environment.name of the Resource (default: from OTEL_RESOURCE_ATTRIBUTES, else "
+            "'development')."
+        ),
+    )
+    resource_attributes: Mapping[str, str] = setting(
+        {}, env=("OTEL_RESOURCE_ATTRIBUTES",), parse=_parse_attributes,
+        doc="Extra Resource attributes, key=value pairs separated by commas.",
+    )
+    disabled: bool = setting(
+        False, env=("OTEL_SDK_DISABLED",), parse=_parse_bool,
+        doc="true: install no provider, export nothing (decorators stay cheap no-ops for telemetry).",
+    )
+    traces_exporter: tuple[str, ...] = setting(
+        None, env=("OTEL_TRACES_EXPORTER",), parse=_choice_list(TRACES_EXPORTERS),
+        doc=(
+            "Where spans go: console | otlp | none (comma-separated for several). Unset: console into traces_file "
+            "when that is set, else none (no span is made); standard output only when console is asked for without a "
+            "traces_file."
+        ),
+    )
+    traces_file: str | None = setting(
+        None, env=("VICTOR_OTEL_TRACES_FILE",), parse=_parse_optional_str,
+        doc=(
+            "With the console exporter: append spans to this file (one JSON object per line) instead of standard "
+            "output."
+        ),
+    )
+    metrics_exporter: tuple[str, ...] = setting(
+        ("prometheus",), env=("OTEL_METRICS_EXPORTER",), parse=_choice_list(METRICS_EXPORTERS),
+        doc="prometheus (in-process reader behind /metrics) | otlp (periodic push) | console | none.",
+    )
+    logs_exporter: tuple[str, ...] = setting(
+        ("none",), env=("OTEL_LOGS_EXPORTER",), parse=_choice_list(LOGS_EXPORTERS),
+        doc="otlp: also send log records through the OTel log bridge | console | none.",
+    )
+    otlp_endpoint: str | None = setting(
+        "http://localhost:4318", env=("OTEL_EXPORTER_OTLP_ENDPOINT",), parse=_parse_endpoint,
+        doc="OTLP/HTTP base URL of the collector; /v1/traces, /v1/metrics, /v1/logs are appended.",
+    )
+    sampler: str = setting(
+        "parentbased_always_on", env=("OTEL_TRACES_SAMPLER",), parse=_choice(SAMPLERS),
+        doc="Trace sampler: " + " | ".join(SAMPLERS) + ".",
+    )
+    sampler_arg: float = setting(
+        1.0, env=("OTEL_TRACES_SAMPLER_ARG",), parse=_number(float, 0.0, 1.0),
+        doc="Sampling ratio for the traceidratio samplers, 0 to 1.",
+    )
+    metric_export_interval: int = setting(
+        60000, env=("OTEL_METRIC_EXPORT_INTERVAL",), parse=_number(int, 100, 86_400_000),
+        doc="Milliseconds between pushes of the otlp / console metrics exporters.",
+    )
+    metrics_port: int | None = setting(
+        None, env=("VICTOR_OTEL_METRICS_PORT",), parse=_parse_port,
+        doc="Start the standalone /metrics server on this port at init (0 = any free port; unset = none).",
+    )
+    metrics_host: str = setting(
+        "127.0.0.1", env=("VICTOR_OTEL_METRICS_HOST",), parse=_parse_name,
+        doc="Address the standalone /metrics server binds to.",
+    )
+    cardinality_limit: int = setting(
+        1000, env=("VICTOR_OTEL_CARDINALITY_LIMIT",), parse=_number(int, 1, 1_000_000),
+        doc="Label sets kept per metric; the excess folds into one overflow series.",
+    )
+    window_seconds: float = setting(
+        60.0, env=("VICTOR_OTEL_WINDOW_SECONDS",), parse=_number(float, 1.0, 86_400.0),
+        doc="Length of the sliding window behind throughput, error-rate and hit-rate gauges and health.",
+    )
+    shutdown_timeout: float = setting(
+        5.0, env=("VICTOR_OTEL_SHUTDOWN_TIMEOUT",), parse=_number(float, 0.0, 600.0, min_exclusive=True),
+        doc="Seconds shutdown() (and interpreter exit) may spend flushing spans, metrics and logs.",
+    )
+    export_timeout: float = setting(
+        10.0, env=("VICTOR_OTEL_EXPORT_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"),
+        parse=_number(float, 0.0, 600.0, min_exclusive=True),
+        doc=(
+            "Seconds one OTLP export may take, its retries included (the Python exporter reads "
+            "OTEL_EXPORTER_OTLP_TIMEOUT in seconds, not milliseconds)."
+        ),
+    )
+    max_queue_size: int = setting(
+        2048, env=("VICTOR_OTEL_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_QUEUE_SIZE"), parse=_number(int, 1, 1_000_000),
+        doc=(
+            "Spans (and, in their own queue, log records) buffered for export; beyond it new ones are dropped and "
+            "counted in victor_otel_exported_total{outcome=\"dropped\"}."
+        ),
+    )
+    drain_seconds: float = setting(
+        0.0, env=("VICTOR_OTEL_DRAIN_SECONDS",), parse=_number(float, 0.0, 600.0),
+        doc=(
+            "On SIGTERM, readiness turns 503 at once and the server keeps serving this many seconds before it stops "
+            "(set it above the load balancer's probe period)."
+        ),
+    )
+    multiproc_dir: str | None = setting(
+        None, env=("VICTOR_OTEL_MULTIPROC_DIR",), parse=_parse_optional_str,
+        doc=(
+            "Several worker processes behind one port: a directory they share (emptied before the server starts); "
+            "every /metrics scrape then sums the counters of all workers."
+        ),
+    )
+    metrics_token: str | None = setting(
+        None, env=("VICTOR_OTEL_METRICS_TOKEN",), parse=_parse_secret, secret=True,
+        doc="When set, /metrics (app route and standalone server) requires 'Authorization: Bearer <token>'.",
+    )
+    metrics_basic_auth: str | None = setting(
+        None, env=("VICTOR_OTEL_METRICS_BASIC_AUTH",), parse=_parse_basic_auth, secret=True,
+        doc="When set (user:password), /metrics also accepts HTTP basic auth with these credentials.",
+    )
+    # -- debug pages (victor_otel.debugpages) --
+    debug_pages: str = setting(
+        "auto", env=("VICTOR_OTEL_DEBUG_PAGES",), parse=_parse_debug_pages,
+        doc=(
+            "/debug pages (coordinators, recent traces, one trace as a waterfall) beside /metrics: true | false | "
+            "auto (on when no traces exporter is otlp, the embedded default). Behind health_token when set."
+        ),
+    )
+    debug_trace_url: str | None = setting(
+        None, env=("VICTOR_OTEL_DEBUG_TRACE_URL",), parse=_parse_trace_url,
+        doc="The /debug trace page links to this URL, {trace_id} replaced (a Grafana / Tempo trace view).",
+    )
+    # Health thresholds: declared here once; health.DEFAULT_THRESHOLDS and the alert rules follow them.
+    health_error_rate_warn: float = setting(
+        0.01, env=("VICTOR_OTEL_HEALTH_ERROR_RATE_WARN",), parse=_number(float, 0.0, 1.0),
+        doc="Health: a coordinator's error rate over the window above this warns (0 to 1).",
+    )
+    health_error_rate_fail: float = setting(
+        0.05, env=("VICTOR_OTEL_HEALTH_ERROR_RATE_FAIL",), parse=_number(float, 0.0, 1.0),
+        doc="Health: a coordinator's error rate over the window above this fails (0 to 1).",
+    )
+    health_min_calls: int = setting(
+        20, env=("VICTOR_OTEL_HEALTH_MIN_CALLS",), parse=_number(int, 1, 1_000_000),
+        doc=(
+            "Health: calls a coordinator needs in the window before its error rate or latency can fail (fewer can "
+            "still warn)."
+        ),
+    )
+    health_latency_p95_warn: float = setting(
+        5.0, env=("VICTOR_OTEL_HEALTH_LATENCY_P95_WARN",), parse=_number(float, 0.0, 86_400.0, min_exclusive=True),
+        doc="Health: a coordinator's p95 latency over the window above this many seconds warns.",
+    )
+    health_latency_p95_fail: float = setting(
+        15.0, env=("VICTOR_OTEL_HEALTH_LATENCY_P95_FAIL",), parse=_number(float, 0.0, 86_400.0, min_exclusive=True),
+        doc="Health: a coordinator's p95 latency over the window above this many seconds fails.",
+    )
+    health_memory_warn_bytes: int = setting(
+        2 * 1024**3, env=("VICTOR_OTEL_HEALTH_MEMORY_WARN_BYTES",), parse=_number(int, 1, 2**60),
+        doc="Health: resident memory of the process above this many bytes warns.",
+    )
+    health_memory_fail_bytes: int = setting(
+        4 * 1024**3, env=("VICTOR_OTEL_HEALTH_MEMORY_FAIL_BYTES",), parse=_number(int, 1, 2**60),
+        doc="Health: resident memory of the process above this many bytes fails.",
+    )
+    health_cpu_warn_percent: float = setting(
+        80.0, env=("VICTOR_OTEL_HEALTH_CPU_WARN_PERCENT",), parse=_number(float, 0.0, 100_000.0, min_exclusive=True),
+        doc="Health: CPU use of the process above this percentage warns (100 = one core; never fails).",
+    )
+    health_cache_ttl: float = setting(
+        1.0, env=("VICTOR_OTEL_HEALTH_CACHE_TTL",), parse=_number(float, 0.0, 3600.0),
+        doc="Health: seconds a check result is reused, so that probe storms cost nothing (0 = never).",
+    )
+    health_check_timeout: float = setting(
+        2.0, env=("VICTOR_OTEL_HEALTH_CHECK_TIMEOUT",), parse=_number(float, 0.0, 600.0, min_exclusive=True),
+        doc="Health: seconds a user check may take unless add_health_check() gives its own timeout.",
+    )
+    health_max_loop_lag: float = setting(
+        5.0, env=("VICTOR_OTEL_HEALTH_MAX_LOOP_LAG",), parse=_number(float, 0.0, 3600.0, min_exclusive=True),
+        doc=(
+            "Health: /health/live fails when the event loop was blocked longer than this many seconds (within the "
+            "last as many seconds)."
+        ),
+    )
+    health_token: str | None = setting(
+        None, env=("VICTOR_OTEL_HEALTH_TOKEN",), parse=_parse_optional_str, secret=True,
+        doc=(
+            "Health: when set, /health/detailed requires the header 'Authorization: Bearer <token>', and /health and "
+            "/health/ready answer without coordinator names unless it is sent."
+        ),
+    )
+    # LLM calls (victor_otel.llm)
+    instrument_llm: bool = setting(
+        False, env=("VICTOR_OTEL_INSTRUMENT_LLM",), parse=_parse_bool,
+        doc=(
+            "true: instrument the installed openai and anthropic clients (sync, async, streaming) at init; needs the "
+            "llm extra."
+        ),
+    )
+    llm_capture_content: bool = setting(
+        False, env=("VICTOR_OTEL_LLM_CAPTURE_CONTENT", "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"),
+        parse=_parse_capture,
+        doc=(
+            "true: record prompts and completions of model calls on their spans and in log records, redacted and "
+            "truncated (span_only, event_only, span_and_event count as true; no_content as false)."
+        ),
+    )
+    llm_prices: Any = setting(  # noqa: RUF009 - setting() returns a dataclasses.field(), as field() does
+        None, env=("VICTOR_OTEL_LLM_PRICES",), parse=_parse_prices,
+        doc=(
+            "Prices of model calls: a mapping model -> {input, output, cached_input} in US dollars per million "
+            "tokens, the path of a YAML file holding one, or genai-prices (the genai-prices package)."
+        ),
+    )
+    llm_budget_usd_per_hour: float | None = setting(
+        None, env=("VICTOR_OTEL_LLM_BUDGET_USD_PER_HOUR",), parse=_parse_optional_budget,
+        doc=(
+            "Hourly LLM spend budget in US dollars: exported as victor_llm_budget_usd_per_hour for the spend alert; "
+            "health warns when a coordinator's spend rate over the window exceeds it."
+        ),
+    )
+
     #: Where each value came from: ``argument``, the environment variable's name, or ``default``.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if self.traces_exporter is None:
+            # Nothing on the application's standard output unless asked for: spans go to the file when one
+            # is named (the demo's), else nowhere until an exporter is configured.
+            object.__setattr__(self, "traces_exporter", ("console",) if self.traces_file else ("none",))
         for low, high in _ORDERED:
             if getattr(self, low) > getattr(self, high):
                 raise VictorOtelConfigError(
@@ -465,10 +559,6 @@ class Settings:
             else:
                 values[option.name] = option.default
                 sources[option.name] = "default"
-        if values["traces_exporter"] is None:
-            # Nothing on the application's standard output unless asked for: spans go to the file when one
-            # is named (the demo's), else nowhere until an exporter is configured.
-            values["traces_exporter"] = ("console",) if values["traces_file"] else ("none",)
         return cls(**values, sources=sources)
 
     @property
@@ -508,6 +598,15 @@ class Settings:
             for f in fields(self)
             if f.compare and getattr(self, f.name) != getattr(other, f.name)
         ]
+
+
+#: Every setting, in the order of the fields of :class:`Settings` that declare them.
+OPTIONS: tuple[Option, ...] = tuple(
+    replace(f.metadata[_OPTION], name=f.name) for f in fields(Settings) if _OPTION in f.metadata
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+#: Settings whose values are secrets: shown as '***' in messages.
+_SECRETS = frozenset(option.name for option in OPTIONS if option.secret)
 
 
 #: OpenTelemetry SDK variables that are not settings of ours but that the SDK reads while init() builds

@@ -43,9 +43,9 @@ from opentelemetry.sdk.metrics.export import (
     Sum,
 )
 
-from victor_otel import bootstrap
 from victor_otel import instruments as contract
 from victor_otel.errors import VictorOtelConfigError
+from victor_otel.readers import VictorPrometheusReader
 from victor_otel.window import ratio
 
 _logger = logging.getLogger("victor_otel")
@@ -293,7 +293,7 @@ def enable_multiprocess(telemetry: Any) -> None:
                                 telemetry.registry)
     telemetry.multiprocess = multiprocess
     for reader in telemetry.readers:
-        if isinstance(reader, bootstrap.VictorPrometheusReader):
+        if isinstance(reader, VictorPrometheusReader):
             # /metrics only: OTLP pushes stay per process (the collector sums over service.instance.id).
             reader._replacements = {registry_produce: multiprocess.produce, exports_produce: lambda: []}
     multiprocess.start()

@@ -164,7 +164,7 @@ def test_pushed_metrics_land_under_exactly_the_scraped_names(paths: TwoPaths) ->
     assert paths.scraped.query('victor_coordinator_latency_seconds_bucket{le="5.0"}')
     assert paths.pushed.query('victor_coordinator_latency_seconds_bucket{le="5"}')
     # The process gauges included: they once came under a second ScopeMetrics of the same scope, which the
-    # OTLP encoder dropped (one block per scope); bootstrap.merge_metrics now merges them into one.
+    # OTLP encoder dropped (one block per scope); readers.merge_metrics now merges them into one.
     assert set(MEASURED_AT_COLLECTION) <= pushed
     assert pushed == scraped, f"scraped only: {sorted(scraped - pushed)}, pushed only: {sorted(pushed - scraped)}"
 

@@ -23,10 +23,11 @@ bridge), :mod:`.setup` (set-up, teardown and the execution records).
 from __future__ import annotations
 
 from victor_otel.logs.bridge import OTelBridgeHandler
-from victor_otel.logs.formatters import JsonFormatter, TextFormatter, color_enabled
+from victor_otel.logs.formatters import JsonFormatter, TextFormatter
 from victor_otel.logs.records import COORDINATOR_LOGGER, CORE_FIELDS, dumps, prepare
 from victor_otel.logs.setup import get_coordinator_logger, setup_coordinator_logging, teardown_coordinator_logging
 from victor_otel.redaction import REDACTED, Redactor, get_redactor, redact
+from victor_otel.terminal import color_enabled
 
 __all__ = [
     "COORDINATOR_LOGGER",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
-import os
 from typing import Any
 
 from victor_otel.logs.records import CORE_FIELDS, _json_default, _sanitize, dumps, prepare
@@ -48,17 +47,6 @@ def _text_value(value: Any) -> str:
     if type(value) is str and value and value.isprintable() and not any(c in value for c in ' "='):
         return value
     return _printable(json.dumps(_sanitize(value), ensure_ascii=False, default=_json_default))
-
-
-def color_enabled(stream: object) -> bool:
-    """Whether to colour text logs for ``stream``: a terminal, and ``NO_COLOR`` unset or empty."""
-    if os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except (ValueError, OSError):
-        return False
 
 
 class TextFormatter(logging.Formatter):

@@ -18,9 +18,10 @@ from victor_otel import decorators, forking
 from victor_otel.errors import VictorOtelConfigError
 from victor_otel.logs import executions
 from victor_otel.logs.bridge import OTelBridgeHandler
-from victor_otel.logs.formatters import JsonFormatter, TextFormatter, color_enabled
+from victor_otel.logs.formatters import JsonFormatter, TextFormatter
 from victor_otel.logs.records import _PREFIX, COORDINATOR_LOGGER, _Constants
 from victor_otel.redaction import Redactor, use_redactor
+from victor_otel.terminal import color_enabled
 
 
 def get_coordinator_logger(name: str) -> logging.Logger:
