@@ -23,10 +23,10 @@ OPTIONS = doctest.ELLIPSIS
 
 
 def modules() -> list[str]:
-    """Every module of the package, by dotted name."""
+    """Every module of the package, by dotted name (``__main__`` modules run a program when imported)."""
     found = ["victor_otel"]
     found += [info.name for info in pkgutil.walk_packages(victor_otel.__path__, "victor_otel.")]
-    return sorted(found)
+    return sorted(name for name in found if name.rpartition(".")[2] != "__main__")
 
 
 def docstring_tests() -> list[doctest.DocTest]:
