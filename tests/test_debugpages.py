@@ -214,6 +214,26 @@ def test_standalone_pages_only_on_loopback_unless_a_token_guards_them() -> None:
     assert not _loopback("0.0.0.0") and not _loopback("10.1.2.3") and not _loopback("example.org")
 
 
+def test_the_embedded_default_keeps_traces_for_the_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``init()`` with nothing configured: no exporter, yet the pages show the traces (kept in memory)."""
+    for variable in ("OTEL_TRACES_EXPORTER", "VICTOR_OTEL_TRACES_FILE", "VICTOR_OTEL_DEBUG_PAGES"):
+        monkeypatch.delenv(variable, raising=False)
+    telemetry = victor_otel.init(service_name="embedded")
+    assert telemetry.settings.traces_exporter == ("none",) and telemetry.trace_buffer is not None
+    make_calls()
+    page = debugpages.respond("GET", "/debug/traces", "", None)
+    assert page.status == 200
+    assert len(rows(page.body.decode(), "trace")) == 2  # the successful plan and the failed one
+
+
+def test_traces_switched_off_by_name_make_no_span_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VICTOR_OTEL_DEBUG_PAGES", raising=False)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    telemetry = victor_otel.init(service_name="no-spans")
+    assert telemetry.tracer_provider is None and telemetry.trace_buffer is None
+    assert telemetry.settings.debug_pages_enabled  # the coordinator pages stay
+
+
 def test_respond_before_init_is_404() -> None:
     assert debugpages.respond("GET", "/debug", "", None).status == 404
 

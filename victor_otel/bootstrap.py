@@ -268,8 +268,10 @@ def _span_exporters(settings: Settings) -> list[SpanExporter]:
 def spans_destination(settings: Settings, extra: int = 0) -> str:
     """Where spans go with these settings, in one sentence (``init()`` logs it once).
 
-    >>> spans_destination(Settings(traces_exporter=("none",)))  # doctest: +ELLIPSIS
+    >>> spans_destination(Settings.from_sources({"traces_exporter": "none"}, {}))  # doctest: +ELLIPSIS
     'spans: none are made (no traces exporter configured; OTEL_TRACES_EXPORTER=otlp sends them ...'
+    >>> spans_destination(Settings.from_sources({}, {}))  # doctest: +ELLIPSIS
+    'spans: the latest kept in memory for the /debug pages only (no traces exporter configured; ...'
     """
     places = []
     for name in settings.traces_exporter:
@@ -280,6 +282,10 @@ def spans_destination(settings: Settings, extra: int = 0) -> str:
             places.append(f"sent over OTLP to {settings.otlp_endpoint}/v1/traces")
     if extra:
         places.append(f"handed to the {extra} exporter(s) / processor(s) passed to init()")
+    if not places and settings.debug_traces:
+        return ("spans: the latest kept in memory for the /debug pages only (no traces exporter configured; "
+                "OTEL_TRACES_EXPORTER=otlp sends them to a collector, VICTOR_OTEL_TRACES_FILE=<path> writes them "
+                "to a file, OTEL_TRACES_EXPORTER=none makes none)")
     if not places:
         return ("spans: none are made (no traces exporter configured; OTEL_TRACES_EXPORTER=otlp sends them to "
                 "a collector, VICTOR_OTEL_TRACES_FILE=<path> writes them to a file, OTEL_TRACES_EXPORTER=console "
@@ -473,7 +479,7 @@ def _build_traces(
         # The host application owns tracing: use its provider (and its exporters) as it is.
         _logger.info("victor_otel: reusing the TracerProvider the application installed (%r)", existing)
         telemetry.tracer_provider = existing
-    elif settings.traces_exporter == ("none",) and not extra and not processors:
+    elif settings.traces_exporter == ("none",) and not extra and not processors and not settings.debug_traces:
         _logger.info("victor_otel: %s", spans_destination(settings, 0))
         return  # tracing off: the decorators create no span at all
     else:

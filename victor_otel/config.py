@@ -319,8 +319,8 @@ class Settings:
         None, env=("OTEL_TRACES_EXPORTER",), parse=_choice_list(TRACES_EXPORTERS),
         doc=(
             "Where spans go: console | otlp | none (comma-separated for several). Unset: console into traces_file "
-            "when that is set, else none (no span is made); standard output only when console is asked for without a "
-            "traces_file."
+            "when that is set, else none, the latest spans kept in memory for the /debug pages only; none by name: "
+            "no span is made. Standard output only when console is asked for without a traces_file."
         ),
     )
     traces_file: str | None = setting(
@@ -587,6 +587,22 @@ class Settings:
         if self.debug_pages == "auto":
             return not self.disabled and "otlp" not in self.traces_exporter
         return self.debug_pages == "true"
+
+    @property
+    def debug_traces(self) -> bool:
+        """Whether spans are made for the /debug pages even when no exporter takes them: the pages are on,
+        and traces were not switched off by name (``OTEL_TRACES_EXPORTER=none``), unless the pages were
+        asked for by name too. The embedded default keeps its recent traces in memory this way.
+
+        >>> Settings.from_sources({}, {}).debug_traces
+        True
+        >>> Settings.from_sources({"traces_exporter": "none"}, {}).debug_traces
+        False
+        >>> Settings.from_sources({"traces_exporter": "none", "debug_pages": "true"}, {}).debug_traces
+        True
+        """
+        switched_off = self.traces_exporter == ("none",) and self.sources.get("traces_exporter", "default") != "default"
+        return self.debug_pages_enabled and (self.debug_pages == "true" or not switched_off)
 
     def differences(self, other: Settings) -> list[str]:
         """Names and values of the settings that differ, for error messages."""
