@@ -21,6 +21,7 @@ from victor_otel.llm import PriceTable, semconv
 from victor_otel.llm.clients import instrument_clients, uninstrument_clients
 
 from .conftest import scrape, value
+from .test_reliability_fork import in_child
 from .llm_server import ANTHROPIC_USAGE, OPENAI_USAGE, TEXT, base_url, llm_server
 
 PRICES = {
@@ -216,6 +217,52 @@ def test_manual_calls_sync_and_async_outside_and_inside_coordinators(telemetry: 
                  token_type="cached_input") == 4
 
 
+@pytest.mark.parametrize("tracing", [{"traces_exporter": "none"}, {"sampler": "always_off"}],
+                         ids=["tracing-off", "span-not-sampled"])
+def test_the_coordinator_label_is_the_enclosing_coordinator_without_a_recorded_span(tracing: Any) -> None:
+    victor_otel.init(service_name="test", **tracing)  # no span_exporters: no recorded span at all
+
+    def ask(model: str) -> None:
+        with victor_otel.llm_call(provider="openai", model=model):
+            pass
+
+    @victor_otel.coordinator("Outer")
+    def outer() -> None:
+        ask("m-outer")
+        inner()
+        ask("m-outer")  # back in Outer once Inner returned
+
+    @victor_otel.coordinator("Inner")
+    def inner() -> None:
+        ask("m-inner")
+
+    @victor_otel.coordinator("Streamer")
+    def stream() -> Iterator[int]:
+        ask("m-gen")
+        yield 1
+        ask("m-gen")
+
+    @victor_otel.coordinator("Waiter")
+    async def wait() -> None:
+        await asyncio.sleep(0)
+        ask("m-async")
+
+    outer()
+    for _ in stream():
+        ask("m-between")  # the caller's code between two items is not the generator's coordinator
+    asyncio.run(wait())
+    with victor_otel.track("Tracked", "block"):
+        ask("m-track")
+    ask("m-none")
+    samples = scrape()
+    expected = {("Outer", "m-outer"): 2, ("Inner", "m-inner"): 1, ("Streamer", "m-gen"): 2,
+                ("_none", "m-between"): 1, ("Waiter", "m-async"): 1, ("Tracked", "m-track"): 1,
+                ("_none", "m-none"): 1}
+    for (coordinator, model), count in expected.items():
+        assert value(samples, "victor_llm_requests_total", coordinator=coordinator, provider="openai", model=model,
+                     operation="chat") == count, (coordinator, model)
+
+
 def test_unknown_model_counts_tokens_no_cost_and_says_so_once(
     telemetry: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -294,26 +341,57 @@ def test_stability_opt_in_drops_the_previous_attributes(monkeypatch: pytest.Monk
     assert semconv.SYSTEM not in by_name["chat b"] and by_name["chat b"][semconv.PROVIDER_NAME] == "openai"
 
 
-def test_otlp_side_gets_the_conventions_instruments_with_their_buckets(telemetry: Any) -> None:
-    reader = InMemoryMetricReader()
-    from victor_otel.bootstrap import VictorInMemoryReader
+def genai_metrics(telemetry: victor_otel.Telemetry) -> dict[str, Any]:
+    """The gen_ai.* metrics of one collection through the pushing side (the in-memory reader)."""
+    data = telemetry.collect()
+    return {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            if m.name.startswith("gen_ai.")}
 
-    assert not isinstance(reader, VictorInMemoryReader)
+
+def test_otlp_side_gets_the_conventions_instruments_with_their_buckets() -> None:
+    # a pushing exporter (console here, OTLP in production) turns the token-usage histograms on
+    telemetry = victor_otel.init(traces_exporter="none", metrics_exporter="prometheus,console",
+                                 metric_export_interval=86_400_000)
     with victor_otel.llm_call(provider="openai", model="gpt-4o", stream=True) as call:
         call.first_token()
         call.record_usage(input_tokens=100, output_tokens=20)
-    from victor_otel.llm import get_recorder
-
-    genai = {m.name: m for m in get_recorder().produce_genai()}
+    with victor_otel.llm_call(provider="openai", model="gpt-4o") as call:
+        call.record_usage(input_tokens=3000, output_tokens=1)
+    genai = genai_metrics(telemetry)
     usage = genai["gen_ai.client.token.usage"].data.data_points
-    assert {p.attributes[semconv.TOKEN_TYPE]: p.sum for p in usage} == {"input": 100, "output": 20}
-    assert list(usage[0].explicit_bounds) == list(GENAI_TOKEN_BUCKETS)
-    duration = genai["gen_ai.client.operation.duration"].data.data_points[0]
-    assert list(duration.explicit_bounds) == list(GENAI_DURATION_BUCKETS) and duration.count == 1
+    assert {p.attributes[semconv.TOKEN_TYPE]: (p.sum, p.count) for p in usage} == {
+        "input": (3100, 2), "output": (21, 2)
+    }
+    (inputs,) = [p for p in usage if p.attributes[semconv.TOKEN_TYPE] == "input"]
+    assert list(inputs.explicit_bounds) == list(GENAI_TOKEN_BUCKETS)
+    # 100 falls in (64, 256], 3000 in (1024, 4096]
+    assert inputs.bucket_counts[GENAI_TOKEN_BUCKETS.index(256)] == 1
+    assert inputs.bucket_counts[GENAI_TOKEN_BUCKETS.index(4096)] == 1
+    (duration,) = genai["gen_ai.client.operation.duration"].data.data_points
+    assert list(duration.explicit_bounds) == list(GENAI_DURATION_BUCKETS) and duration.count == 2
+    assert semconv.ERROR_TYPE not in duration.attributes
     assert genai["gen_ai.client.operation.time_to_first_chunk"].data.data_points[0].count == 1
     body = victor_otel.render()[0].decode()
     assert "gen_ai_client" not in body  # /metrics shows the same data under victor_llm_* only
     assert "victor_llm_requests_total" in body
+
+
+def test_failed_calls_carry_error_type_on_the_conventions_duration(telemetry: Any) -> None:
+    for error in (TimeoutError, TimeoutError, KeyError):
+        with pytest.raises(error), victor_otel.llm_call(provider="openai", model="gpt-4o"):
+            raise error()
+    with victor_otel.llm_call(provider="openai", model="gpt-4o"):
+        pass
+    points = genai_metrics(telemetry)["gen_ai.client.operation.duration"].data.data_points
+    by_error = {p.attributes.get(semconv.ERROR_TYPE): p.count for p in points}
+    assert by_error == {None: 1, "TimeoutError": 2, "KeyError": 1}
+    assert all(sum(p.bucket_counts) == p.count for p in points)
+    # /metrics keeps one duration histogram of every call, and the errors apart
+    samples = scrape()
+    labels = {"coordinator": "_none", "provider": "openai", "model": "gpt-4o", "operation": "chat"}
+    assert value(samples, "victor_llm_request_duration_seconds_count", **labels) == 4
+    assert value(samples, "victor_llm_errors_total", **labels) == 3
+    assert "gen_ai.client.token.usage" not in genai_metrics(telemetry)  # nothing pushes: not kept
 
 
 def test_label_sets_beyond_the_cap_fold_into_the_overflow_series(spans: InMemorySpanExporter) -> None:
@@ -388,6 +466,42 @@ def test_a_forked_child_counts_its_own_calls(telemetry: Any) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert value(scrape(), "victor_llm_requests_total", coordinator="Parent", provider="openai", model="gpt-4o",
                  operation="chat") == 1
+
+
+def test_multi_process_metrics_sum_every_workers_model_calls(tmp_path: Any) -> None:
+    victor_otel.init(service_name="workers", traces_exporter="none", multiproc_dir=str(tmp_path), llm_prices=PRICES)
+    labels = {"coordinator": "Chat", "provider": "openai", "model": "gpt-4o"}
+
+    def calls(n: int, failures: int) -> None:
+        for _ in range(n):
+            with victor_otel.llm_call(provider="openai", model="gpt-4o", coordinator="Chat") as call:
+                call.record_usage(input_tokens=1000, output_tokens=10)
+        for _ in range(failures):
+            with pytest.raises(TimeoutError), victor_otel.llm_call(provider="openai", model="gpt-4o",
+                                                                   coordinator="Chat"):
+                raise TimeoutError
+
+    calls(3, 1)  # the parent: 4 requests, 1 error
+    # a scrape writes this process's snapshot (the writer also does, every second)
+    assert value(scrape(), "victor_llm_requests_total", **labels, operation="chat") == 4
+
+    def worker() -> dict[str, Any]:
+        calls(5, 2)
+        seen = scrape()
+        victor_otel.shutdown()  # its last snapshot stays behind
+        return {"requests": value(seen, "victor_llm_requests_total", **labels, operation="chat")}
+
+    # the worker, a real forked process, sees the parent's calls (from its snapshot) and its own
+    assert in_child(worker) == {"requests": 4 + 7}
+    samples = scrape()  # the parent, after the worker exited: its counts are kept
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 11
+    assert value(samples, "victor_llm_errors_total", **labels, operation="chat") == 3
+    assert value(samples, "victor_llm_errors_by_type_total", **labels, operation="chat", error_type="TimeoutError") == 3
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 8 * 1000
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == pytest.approx(8 * (1000 * 2.5 + 10 * 10.0) / 1e6)
+    assert value(samples, "victor_llm_request_duration_seconds_count", **labels, operation="chat") == 11
+    body = victor_otel.render()[0].decode()
+    assert body.count("# TYPE victor_llm_requests_total counter") == 1  # one family, summed: not one per process
 
 
 def test_only_the_pushing_readers_get_the_conventions_instruments(spans: InMemorySpanExporter) -> None:

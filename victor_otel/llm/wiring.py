@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from victor_otel import workers
+from victor_otel.bootstrap import Telemetry, VictorPeriodicReader
 from victor_otel.llm import calls
 from victor_otel.llm.prices import PriceTable
 from victor_otel.llm.recording import get_recorder
-
-if TYPE_CHECKING:
-    from victor_otel.bootstrap import Telemetry
 
 #: The health check's key (component:measurement) for the coordinators' LLM spend rate.
 SPEND_CHECK = "llm:spend_rate"
@@ -23,10 +22,13 @@ def setup(telemetry: Telemetry) -> None:
     calls.configure(prices, settings.llm_capture_content)
     recorder = get_recorder()
     recorder.budget_usd_per_hour = settings.llm_budget_usd_per_hour
+    # gen_ai.client.token.usage (per-call token counts, bucketed) only while something pushes metrics
+    recorder.genai_tokens = any(isinstance(reader, VictorPeriodicReader) for reader in telemetry.readers)
     if not getattr(telemetry, _WIRED, False):  # init() with the same settings returns the same Telemetry
         setattr(telemetry, _WIRED, True)
         telemetry.add_producer(recorder.produce)
         telemetry.add_producer(recorder.produce_genai, push_only=True)
+        workers.sum_over_workers(telemetry, recorder.produce)  # multi-process /metrics: every worker's calls
     from victor_otel.health import add_health_check, remove_health_check
 
     if settings.llm_budget_usd_per_hour is not None:
