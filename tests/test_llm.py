@@ -10,7 +10,6 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -21,8 +20,16 @@ from victor_otel.llm import PriceTable, semconv
 from victor_otel.llm.clients import instrument_clients, uninstrument_clients
 
 from .conftest import scrape, value
+from .llm_server import (
+    ANTHROPIC_USAGE,
+    EMBEDDING_TOKENS,
+    OPENAI_USAGE,
+    RESPONSES_USAGE,
+    TEXT,
+    base_url,
+    llm_server,
+)
 from .test_reliability_fork import in_child
-from .llm_server import ANTHROPIC_USAGE, OPENAI_USAGE, TEXT, base_url, llm_server
 
 PRICES = {
     "gpt-4o": {"input": 2.5, "output": 10.0, "cached_input": 1.25},
@@ -168,6 +175,167 @@ def test_errors_are_counted_once_with_their_type(
     (span,) = [s for s in spans.get_finished_spans() if s.name == f"chat {model}"]
     assert span.status.status_code is StatusCode.ERROR
     assert (span.attributes or {})[semconv.ERROR_TYPE] == expected
+
+
+def llm_span(spans: InMemorySpanExporter, name: str) -> Any:
+    (span,) = [s for s in spans.get_finished_spans() if s.name == name]
+    return span
+
+
+def test_openai_chat_stream_without_stream_options_still_counts_tokens_and_hides_the_usage_chunk(
+    llm: Any, server: Any
+) -> None:
+    client, _ = clients(server)
+
+    @victor_otel.coordinator("Chat")
+    def ask(**options: Any) -> list[Any]:
+        return list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, **options))
+
+    chunks = ask()
+    # the caller's loop sees what the API sends without include_usage: every chunk has a choice
+    assert len(chunks) == len(TEXT) and all(c.choices for c in chunks)
+    assert server.hits[-1][2]["stream_options"] == {"include_usage": True}  # asked for by the wrapper
+    # the caller's own stream_options are left alone: no usage is sent, none is counted
+    assert len(ask(stream_options={"include_usage": False})) == len(TEXT)
+    assert server.hits[-1][2]["stream_options"] == {"include_usage": False}
+    # and asked for by the caller, the usage chunk is the caller's
+    assert len(ask(stream_options={"include_usage": True})) == len(TEXT) + 1
+    labels = {"coordinator": "Chat", "provider": "openai", "model": "gpt-4o"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 3
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 2 * OPENAI_USAGE[0]
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 2 * OPENAI_USAGE[1]
+
+
+async def test_openai_embeddings_sync_and_async(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
+    client, _ = clients(server)
+    aclient = openai.AsyncOpenAI(base_url=base_url(server) + "/v1", api_key="t", max_retries=0)
+
+    @victor_otel.coordinator("Indexer")
+    async def index() -> int:
+        one = client.embeddings.create(model="text-embedding-3-small", input="hello")
+        two = await aclient.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+        with pytest.raises(openai.RateLimitError):
+            await aclient.embeddings.create(model="fail-429", input="x")
+        return len(one.data) + len(two.data)
+
+    assert await index() == 3
+    labels = {"coordinator": "Indexer", "provider": "openai", "model": "text-embedding-3-small"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="embeddings") == 2
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 2 * EMBEDDING_TOKENS
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 0
+    assert value(samples, "victor_llm_errors_by_type_total", coordinator="Indexer", provider="openai",
+                 model="fail-429", operation="embeddings", error_type="RateLimitError") == 1
+    spans_by_name = [s for s in spans.get_finished_spans() if s.name == "embeddings text-embedding-3-small"]
+    assert len(spans_by_name) == 2
+    attrs = spans_by_name[0].attributes or {}
+    assert attrs[semconv.OPERATION_NAME] == "embeddings" and attrs[semconv.INPUT_TOKENS] == EMBEDDING_TOKENS
+    assert semconv.OUTPUT_TOKENS not in attrs
+    assert llm_span(spans, "embeddings fail-429").status.status_code is StatusCode.ERROR
+
+
+async def test_openai_responses_plain_and_streamed(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
+    client, _ = clients(server)
+    aclient = openai.AsyncOpenAI(base_url=base_url(server) + "/v1", api_key="t", max_retries=0)
+
+    @victor_otel.coordinator("Responder")
+    async def respond() -> list[str]:
+        plain = client.responses.create(model="gpt-4o", input="hi")
+        texts = [plain.output_text]
+        events = [e for e in client.responses.create(model="gpt-4o", input="hi", stream=True)]
+        texts.append("".join(e.delta for e in events if e.type == "response.output_text.delta"))
+        stream = await aclient.responses.create(model="gpt-4o", input="hi", stream=True)
+        texts.append("".join([e.delta async for e in stream if e.type == "response.output_text.delta"]))
+        return texts
+
+    assert await respond() == ["".join(TEXT)] * 3
+    prompt, output, cached = RESPONSES_USAGE
+    labels = {"coordinator": "Responder", "provider": "openai", "model": "gpt-4o"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 3
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 3 * prompt
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 3 * output
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="cached_input") == 3 * cached
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == pytest.approx(
+        3 * ((prompt - cached) * 2.5 + cached * 1.25 + output * 10.0) / 1e6
+    )
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 2
+    for span in [s for s in spans.get_finished_spans() if s.name == "chat gpt-4o"]:
+        attrs = span.attributes or {}
+        assert attrs[semconv.RESPONSE_MODEL] == "gpt-4o-2024-08-06" and attrs[semconv.FINISH_REASONS] == ("stop",)
+        assert attrs[semconv.INPUT_TOKENS] == prompt and attrs[semconv.OUTPUT_TOKENS] == output
+
+
+def test_openai_responses_broken_stream_is_one_error(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
+    client, _ = clients(server)
+    with pytest.raises(Exception) as raised:
+        for _ in client.responses.create(model="broken", input="hi", stream=True):
+            pass
+    labels = {"coordinator": "_none", "provider": "openai", "model": "broken", "operation": "chat"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels) == 1
+    assert value(samples, "victor_llm_errors_by_type_total", **labels, error_type=type(raised.value).__name__) == 1
+    assert (llm_span(spans, "chat broken").attributes or {})[semconv.ERROR_TYPE] == type(raised.value).__name__
+
+
+def test_anthropic_messages_stream_helper(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
+    _, client = clients(server)
+
+    @victor_otel.coordinator("Writer")
+    def write() -> tuple[str, int]:
+        with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            text = "".join(stream.text_stream)
+        with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            final = stream.get_final_message()
+        with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            for _event in stream:
+                break  # left early: counted, not an error
+        with pytest.raises(anthropic.RateLimitError), client.messages.stream(
+            model="fail-429", max_tokens=5, messages=MESSAGES
+        ):
+            pass
+        return text, final.usage.output_tokens
+
+    assert write() == ("".join(TEXT), ANTHROPIC_USAGE[1])
+    plain, output, read = ANTHROPIC_USAGE
+    labels = {"coordinator": "Writer", "provider": "anthropic", "model": "claude-x"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 3
+    assert value(samples, "victor_llm_errors_total", **labels, operation="chat") == 0
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 2 * output + 1  # early: 1
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="cached_input") == 3 * read
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 2
+    assert value(samples, "victor_llm_errors_by_type_total", coordinator="Writer", provider="anthropic",
+                 model="fail-429", operation="chat", error_type="RateLimitError") == 1
+    streamed = [s for s in spans.get_finished_spans() if s.name == "chat claude-x"]
+    assert len(streamed) == 3
+    writer = next(s for s in spans.get_finished_spans() if s.name.startswith("Writer."))
+    for span in streamed:
+        attrs = span.attributes or {}
+        assert span.parent is not None and span.parent.span_id == writer.context.span_id
+        assert attrs[semconv.REQUEST_STREAM] is True and attrs[semconv.INPUT_TOKENS] == plain + read
+    assert [(s.attributes or {}).get("victor.outcome") for s in streamed] == [None, None, "cancelled"]
+
+
+async def test_anthropic_messages_stream_helper_async(llm: Any, server: Any) -> None:
+    client = anthropic.AsyncAnthropic(base_url=base_url(server), api_key="t", max_retries=0)
+
+    @victor_otel.coordinator("AsyncWriter")
+    async def write() -> str:
+        async with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            text = "".join([piece async for piece in stream.text_stream])
+        async with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            await stream.get_final_message()
+        return text
+
+    assert await write() == "".join(TEXT)
+    labels = {"coordinator": "AsyncWriter", "provider": "anthropic", "model": "claude-x"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 2
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 2 * ANTHROPIC_USAGE[1]
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == pytest.approx(anthropic_cost(2))
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 2
 
 
 async def test_async_clients_and_streams(llm: Any, server: Any) -> None:
