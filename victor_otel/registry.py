@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +145,12 @@ class Registry:
 
     def __init__(self, limit: int = 1000, window_seconds: float = 60.0) -> None:
         self._lock = threading.Lock()
+        self._on_reset: list[Callable[[], None]] = []
         self.configure(limit, window_seconds)
+
+    def on_reset(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every reset (another module's state that is reset with the registry)."""
+        self._on_reset.append(callback)
 
     def configure(self, limit: int, window_seconds: float) -> None:
         """Set the cardinality cap and window length, dropping everything recorded so far."""
@@ -162,6 +168,8 @@ class Registry:
             self._overflow_series = MethodSeries(self, self._overflow_coordinator, OVERFLOW_VALUE, True)
             #: Bumped on every reset; call sites re-bind their cached series when it changes.
             self.generation = getattr(self, "generation", 0) + 1
+        for callback in self._on_reset:
+            callback()
 
     def reset(self) -> None:
         self.configure(self.limit, self.window_seconds)

@@ -158,12 +158,15 @@ class LLMCall:
         cached_input_tokens: int | None = None,
     ) -> None:
         """The call's token counts (input includes the cached input tokens); later values replace earlier."""
+        # int() only for what is not an int already (a call less per count: this runs on every call)
         if input_tokens is not None:
-            self.input_tokens = int(input_tokens)
+            self.input_tokens = input_tokens if input_tokens.__class__ is int else int(input_tokens)
         if output_tokens is not None:
-            self.output_tokens = int(output_tokens)
+            self.output_tokens = output_tokens if output_tokens.__class__ is int else int(output_tokens)
         if cached_input_tokens is not None:
-            self.cached_input_tokens = int(cached_input_tokens)
+            self.cached_input_tokens = (
+                cached_input_tokens if cached_input_tokens.__class__ is int else int(cached_input_tokens)
+            )
 
     def first_token(self) -> None:
         """Mark the first chunk of a stream (only the first call counts): time to first token."""
@@ -263,7 +266,7 @@ class LLMCall:
         span = self.span
         try:
             series = recorder.series.get((self.coordinator, self.provider, self.model, self.operation))
-            if series is None or recorder.generation != recorder.registry.generation:
+            if series is None:
                 series = recorder.series_for(self.coordinator, self.provider, self.model, self.operation)
             pending = series.pending  # LLMSeries.record(), inlined: one append, folded into the counters later
             pending.append((duration, self.ttft, self.input_tokens, self.output_tokens, self.cached_input_tokens,

@@ -281,9 +281,9 @@ class LLMRecorder:
         #: exporter that pushes (OTLP, console) is on; /metrics shows the token totals only.
         self.genai_tokens = False
         self._clear()
+        self.registry.on_reset(self._clear)  # reset with the registry: the hot path checks nothing
 
     def _clear(self) -> None:
-        self.generation = self.registry.generation
         self.series: dict[tuple[str, str, str, str], LLMSeries] = {}
         self._overflow = LLMSeries((OVERFLOW_VALUE,) * 4, overflow=True)
         self._error_label_sets = 0
@@ -296,10 +296,6 @@ class LLMRecorder:
 
     def series_for(self, coordinator: str, provider: str, model: str, operation: str) -> LLMSeries:
         """The series of one label set (created on first use; the overflow series past the cap)."""
-        if self.generation != self.registry.generation:
-            with self._lock:
-                if self.generation != self.registry.generation:  # the registry was reset: so are we
-                    self._clear()
         key = (coordinator, provider, model, operation)
         series = self.series.get(key)
         if series is not None:
