@@ -1,7 +1,9 @@
 """Pre-aggregated LLM metrics: one :class:`LLMSeries` per (coordinator, provider, model, operation).
 
-A model call updates its series under one lock with a few additions, like a coordinator call
-(:mod:`victor_otel.registry`); no OpenTelemetry synchronous instrument is touched. At collection time
+A finished model call appends one tuple to the pre-bound series of its label set (atomic: no lock, no
+arithmetic, no pricing on the call's path); the series folds its pending calls into its counters in
+batches, columns summed and bucketed in C, at every collection and every :data:`FOLD_EVERY` calls. No
+OpenTelemetry synchronous instrument is touched. At collection time
 :meth:`LLMRecorder.produce` turns the state into SDK ``Metric`` objects: the ``victor_llm_*`` families for
 every reader, and :meth:`LLMRecorder.produce_genai` the GenAI conventions' client instruments
 (``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``, ``...time_to_first_chunk``) for the
