@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import anthropic
@@ -429,6 +430,40 @@ def test_the_coordinator_label_is_the_enclosing_coordinator_without_a_recorded_s
     for (coordinator, model), count in expected.items():
         assert value(samples, "victor_llm_requests_total", coordinator=coordinator, provider="openai", model=model,
                      operation="chat") == count, (coordinator, model)
+
+
+def test_calls_from_many_threads_are_counted_exactly_while_scrapes_fold_them(telemetry: Any) -> None:
+    import threading
+
+    from victor_otel.llm.recording import FOLD_EVERY
+
+    threads, per_thread = 4, 3 * FOLD_EVERY + 7  # every thread crosses several folds on its own path
+    start = threading.Barrier(threads + 1)
+
+    def work(i: int) -> None:
+        start.wait()
+        for n in range(per_thread):
+            with pytest.raises(TimeoutError) if n % 10 == 0 else nullcontext(), victor_otel.llm_call(
+                provider="openai", model="gpt-4o", coordinator="Busy"
+            ) as call:
+                call.record_usage(input_tokens=3, output_tokens=1)
+                if n % 10 == 0:
+                    raise TimeoutError
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    while any(w.is_alive() for w in workers):
+        scrape()  # collections fold while the threads append
+    samples = scrape()
+    total = threads * per_thread
+    errors = threads * len(range(0, per_thread, 10))
+    labels = {"coordinator": "Busy", "provider": "openai", "model": "gpt-4o"}
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == total
+    assert value(samples, "victor_llm_request_duration_seconds_count", **labels, operation="chat") == total
+    assert value(samples, "victor_llm_errors_total", **labels, operation="chat") == errors
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 3 * total
 
 
 def test_unknown_model_counts_tokens_no_cost_and_says_so_once(
