@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 import victor_otel
+from victor_otel.decorators import current_coordinator
 from victor_otel.registry import get_registry
 
 
@@ -32,6 +33,8 @@ def _clean_state() -> Iterator[None]:
     yield
     victor_otel.shutdown()
     get_registry().reset()
+    # a test that entered track() without leaving it (on purpose) leaves its coordinator running
+    current_coordinator.set(None)
 
 
 @pytest.fixture
