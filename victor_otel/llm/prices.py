@@ -198,4 +198,7 @@ def _genai_prices_cost(
         )
     except LookupError:
         return None
+    except Exception:  # the package failing must never fail the model call it prices
+        _logger.exception("victor_otel: genai-prices failed to price a call of model %r", model)
+        return None
     return float(result.total_price)

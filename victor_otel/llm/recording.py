@@ -14,6 +14,7 @@ folds into one overflow series, and the registry warns once.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from bisect import bisect_left, bisect_right
@@ -39,6 +40,7 @@ from victor_otel.registry import Registry, get_registry
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import HistogramDataPoint, Metric, NumberDataPoint
 
+_logger = logging.getLogger("victor_otel")
 _N_DURATION = len(GENAI_DURATION_BUCKETS) + 1
 _N_TOKENS = len(GENAI_TOKEN_BUCKETS) + 1
 #: Seconds per slot of the per-coordinator spend window (health's spend-rate check).
@@ -211,7 +213,10 @@ class LLMSeries:
         if cached.count(None) != n:
             self.cached_tokens += sum(filter(None, cached))
         if counted_in or counted_out:
-            self.cost += self._batch_cost(recorder.prices, inputs, outputs, cached, models)
+            try:
+                self.cost += self._batch_cost(recorder.prices, inputs, outputs, cached, models)
+            except Exception:  # a failing price source (genai-prices) must not cost the batch its other counts
+                _logger.exception("victor_otel: pricing model calls failed; their cost is not counted")
 
     def _batch_cost(
         self, prices: PriceTable, inputs: Sequence[int | None], outputs: Sequence[int | None],
