@@ -32,6 +32,7 @@ from victor_otel.registry import get_registry
 
 L1_LIMIT, L2_LIMIT = 1.0, 1.15
 LABELS = ("Chat", "openai", "gpt-4o", "chat")
+PRICES = {"gpt-4o": {"input": 2.5, "output": 10.0}}
 
 
 def _fresh(**settings: Any) -> bootstrap.Telemetry:
@@ -131,7 +132,10 @@ def run(quick: bool) -> list[Result]:
     rounds = rounds_for(quick)
     results: list[Result] = []
     try:
-        _fresh(service_name="bench", traces_exporter="none", llm_prices={"gpt-4o": {"input": 2.5, "output": 10.0}})
+        # victor_otel.init(), not bootstrap.init(): the price table is applied (each call is priced)
+        victor_otel.shutdown()
+        get_registry().reset()
+        victor_otel.init(service_name="bench", traces_exporter="none", llm_prices=PRICES)
         c = compare(_ours_l1(), _anchor_l1(), number=200 if quick else 20_000, rounds=rounds)
         results.append(ratio_result("LLM1", "LLM call metrics vs prometheus_client inc + observe", c, L1_LIMIT))
         try:

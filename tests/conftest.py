@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import victor_otel
 from victor_otel import startup
+from victor_otel.decorators import current_coordinator
 from victor_otel.registry import get_registry
 
 
@@ -33,6 +34,8 @@ def _clean_state() -> Iterator[None]:
     startup.reset()
     yield
     startup.reset()
+    # a test that entered track() without leaving it (on purpose) leaves its coordinator running
+    current_coordinator.set(None)
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
-"""A local server on 127.0.0.1 speaking the OpenAI chat-completions and Anthropic messages HTTP APIs.
+"""A local server on 127.0.0.1 speaking the HTTP APIs of OpenAI (chat completions, embeddings, Responses)
+and Anthropic (messages).
 
 The model name picks the behaviour: ``fail-429`` and ``fail-500`` answer that status, ``broken`` starts a
 stream and drops the connection in the middle of it (chunked encoding left unterminated), anything else
-answers normally. Usage is fixed per provider (:data:`OPENAI_USAGE`, :data:`ANTHROPIC_USAGE`), and every
-request is counted in ``hits`` so that tests can tell the clients' retries from ours.
+answers normally. Usage is fixed per API (:data:`OPENAI_USAGE`, :data:`ANTHROPIC_USAGE`,
+:data:`EMBEDDING_TOKENS`, :data:`RESPONSES_USAGE`); an OpenAI chat stream carries usage only when the
+request asks for it (``stream_options.include_usage``), as the real API does. Every request is counted in
+``hits`` (path, model, body) so that tests can tell the clients' retries from ours and see what was sent.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from typing import Any
 OPENAI_USAGE = (1200, 80, 1024)
 #: input (uncached), output, cache read tokens of every Anthropic answer
 ANTHROPIC_USAGE = (300, 40, 2000)
+#: input tokens of every OpenAI embeddings answer
+EMBEDDING_TOKENS = 42
+#: input, output, cached input tokens of every OpenAI Responses answer
+RESPONSES_USAGE = (900, 60, 512)
 TEXT = ["Hel", "lo ", "world"]
 
 
@@ -31,12 +38,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
-        self.server.hits.append((self.path, body.get("model")))
+        self.server.hits.append((self.path, body.get("model"), body))
         model = body.get("model", "")
-        anthropic = self.path.endswith("/messages")
+        api = self.path.rsplit("/", 1)[-1]  # messages, embeddings, responses, completions
         if model in ("fail-429", "fail-500"):
             status = int(model[-3:])
-            if anthropic:
+            if api == "messages":
                 kind = "rate_limit_error" if status == 429 else "api_error"
                 error: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": "nope"}}
             else:
@@ -44,10 +51,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(status, error)
             return
         if body.get("stream"):
-            events = _anthropic_events(model) if anthropic else _openai_events(model, body)
-            self._stream(events, broken=model == "broken")
+            streams = {"messages": _anthropic_events, "responses": _responses_events}
+            self._stream(streams.get(api, _openai_events)(model, body), broken=model == "broken")
         else:
-            self._json(200, _anthropic_message(model) if anthropic else _openai_completion(model))
+            answers = {"messages": _anthropic_message, "embeddings": _embeddings, "responses": _response}
+            self._json(200, answers.get(api, _openai_completion)(model, body))
 
     def _json(self, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
@@ -74,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
-def _openai_completion(model: str) -> dict[str, Any]:
+def _openai_completion(model: str, body: dict[str, Any]) -> dict[str, Any]:
     prompt, completion, cached = OPENAI_USAGE
     return {
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": f"{model}-2024-08-06",
@@ -100,7 +108,7 @@ def _openai_events(model: str, body: dict[str, Any]) -> list[str]:
     return [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
 
 
-def _anthropic_message(model: str) -> dict[str, Any]:
+def _anthropic_message(model: str, body: dict[str, Any]) -> dict[str, Any]:
     plain, output, read = ANTHROPIC_USAGE
     return {
         "id": "msg_1", "type": "message", "role": "assistant", "model": model,
@@ -110,7 +118,7 @@ def _anthropic_message(model: str) -> dict[str, Any]:
     }
 
 
-def _anthropic_events(model: str) -> list[str]:
+def _anthropic_events(model: str, body: dict[str, Any]) -> list[str]:
     plain, output, read = ANTHROPIC_USAGE
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {
@@ -129,9 +137,42 @@ def _anthropic_events(model: str) -> list[str]:
     return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events]
 
 
+def _embeddings(model: str, body: dict[str, Any]) -> dict[str, Any]:
+    inputs = body.get("input")
+    count = len(inputs) if isinstance(inputs, list) else 1
+    return {
+        "object": "list", "model": model,
+        "data": [{"object": "embedding", "index": i, "embedding": [0.25, -0.5, 1.0]} for i in range(count)],
+        "usage": {"prompt_tokens": EMBEDDING_TOKENS, "total_tokens": EMBEDDING_TOKENS},
+    }
+
+
+def _response(model: str, body: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    prompt, output, cached = RESPONSES_USAGE
+    return {
+        "id": "resp_1", "object": "response", "created_at": 1, "model": f"{model}-2024-08-06", "status": status,
+        "output": [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": "".join(TEXT), "annotations": []}]}],
+        "usage": {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output,
+                  "input_tokens_details": {"cached_tokens": cached}, "output_tokens_details": {"reasoning_tokens": 0}},
+        "parallel_tool_calls": True, "tool_choice": "auto", "tools": [], "incomplete_details": None, "error": None,
+    }
+
+
+def _responses_events(model: str, body: dict[str, Any]) -> list[str]:
+    created = {**_response(model, body, status="in_progress"), "output": [], "usage": None}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "sequence_number": 0, "response": created},
+        *({"type": "response.output_text.delta", "sequence_number": i + 1, "item_id": "msg_1", "output_index": 0,
+           "content_index": 0, "delta": piece, "logprobs": []} for i, piece in enumerate(TEXT)),
+        {"type": "response.completed", "sequence_number": len(TEXT) + 1, "response": _response(model, body)},
+    ]
+    return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events]
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    hits: list[tuple[str, Any]]
+    hits: list[tuple[str, Any, dict[str, Any]]]
 
 
 @contextmanager

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -21,7 +21,16 @@ from victor_otel.llm import PriceTable, semconv
 from victor_otel.llm.clients import instrument_clients, uninstrument_clients
 
 from .conftest import scrape, value
-from .llm_server import ANTHROPIC_USAGE, OPENAI_USAGE, TEXT, base_url, llm_server
+from .llm_server import (
+    ANTHROPIC_USAGE,
+    EMBEDDING_TOKENS,
+    OPENAI_USAGE,
+    RESPONSES_USAGE,
+    TEXT,
+    base_url,
+    llm_server,
+)
+from .test_reliability_fork import in_child
 
 PRICES = {
     "gpt-4o": {"input": 2.5, "output": 10.0, "cached_input": 1.25},
@@ -169,6 +178,167 @@ def test_errors_are_counted_once_with_their_type(
     assert (span.attributes or {})[semconv.ERROR_TYPE] == expected
 
 
+def llm_span(spans: InMemorySpanExporter, name: str) -> Any:
+    (span,) = [s for s in spans.get_finished_spans() if s.name == name]
+    return span
+
+
+def test_openai_chat_stream_without_stream_options_still_counts_tokens_and_hides_the_usage_chunk(
+    llm: Any, server: Any
+) -> None:
+    client, _ = clients(server)
+
+    @victor_otel.coordinator("Chat")
+    def ask(**options: Any) -> list[Any]:
+        return list(client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True, **options))
+
+    chunks = ask()
+    # the caller's loop sees what the API sends without include_usage: every chunk has a choice
+    assert len(chunks) == len(TEXT) and all(c.choices for c in chunks)
+    assert server.hits[-1][2]["stream_options"] == {"include_usage": True}  # asked for by the wrapper
+    # the caller's own stream_options are left alone: no usage is sent, none is counted
+    assert len(ask(stream_options={"include_usage": False})) == len(TEXT)
+    assert server.hits[-1][2]["stream_options"] == {"include_usage": False}
+    # and asked for by the caller, the usage chunk is the caller's
+    assert len(ask(stream_options={"include_usage": True})) == len(TEXT) + 1
+    labels = {"coordinator": "Chat", "provider": "openai", "model": "gpt-4o"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 3
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 2 * OPENAI_USAGE[0]
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 2 * OPENAI_USAGE[1]
+
+
+async def test_openai_embeddings_sync_and_async(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
+    client, _ = clients(server)
+    aclient = openai.AsyncOpenAI(base_url=base_url(server) + "/v1", api_key="t", max_retries=0)
+
+    @victor_otel.coordinator("Indexer")
+    async def index() -> int:
+        one = client.embeddings.create(model="text-embedding-3-small", input="hello")
+        two = await aclient.embeddings.create(model="text-embedding-3-small", input=["a", "b"])
+        with pytest.raises(openai.RateLimitError):
+            await aclient.embeddings.create(model="fail-429", input="x")
+        return len(one.data) + len(two.data)
+
+    assert await index() == 3
+    labels = {"coordinator": "Indexer", "provider": "openai", "model": "text-embedding-3-small"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="embeddings") == 2
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 2 * EMBEDDING_TOKENS
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 0
+    assert value(samples, "victor_llm_errors_by_type_total", coordinator="Indexer", provider="openai",
+                 model="fail-429", operation="embeddings", error_type="RateLimitError") == 1
+    spans_by_name = [s for s in spans.get_finished_spans() if s.name == "embeddings text-embedding-3-small"]
+    assert len(spans_by_name) == 2
+    attrs = spans_by_name[0].attributes or {}
+    assert attrs[semconv.OPERATION_NAME] == "embeddings" and attrs[semconv.INPUT_TOKENS] == EMBEDDING_TOKENS
+    assert semconv.OUTPUT_TOKENS not in attrs
+    assert llm_span(spans, "embeddings fail-429").status.status_code is StatusCode.ERROR
+
+
+async def test_openai_responses_plain_and_streamed(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
+    client, _ = clients(server)
+    aclient = openai.AsyncOpenAI(base_url=base_url(server) + "/v1", api_key="t", max_retries=0)
+
+    @victor_otel.coordinator("Responder")
+    async def respond() -> list[str]:
+        plain = client.responses.create(model="gpt-4o", input="hi")
+        texts = [plain.output_text]
+        events = [e for e in client.responses.create(model="gpt-4o", input="hi", stream=True)]
+        texts.append("".join(e.delta for e in events if e.type == "response.output_text.delta"))
+        stream = await aclient.responses.create(model="gpt-4o", input="hi", stream=True)
+        texts.append("".join([e.delta async for e in stream if e.type == "response.output_text.delta"]))
+        return texts
+
+    assert await respond() == ["".join(TEXT)] * 3
+    prompt, output, cached = RESPONSES_USAGE
+    labels = {"coordinator": "Responder", "provider": "openai", "model": "gpt-4o"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 3
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 3 * prompt
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 3 * output
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="cached_input") == 3 * cached
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == pytest.approx(
+        3 * ((prompt - cached) * 2.5 + cached * 1.25 + output * 10.0) / 1e6
+    )
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 2
+    for span in [s for s in spans.get_finished_spans() if s.name == "chat gpt-4o"]:
+        attrs = span.attributes or {}
+        assert attrs[semconv.RESPONSE_MODEL] == "gpt-4o-2024-08-06" and attrs[semconv.FINISH_REASONS] == ("stop",)
+        assert attrs[semconv.INPUT_TOKENS] == prompt and attrs[semconv.OUTPUT_TOKENS] == output
+
+
+def test_openai_responses_broken_stream_is_one_error(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
+    client, _ = clients(server)
+    with pytest.raises(Exception) as raised:
+        for _ in client.responses.create(model="broken", input="hi", stream=True):
+            pass
+    labels = {"coordinator": "_none", "provider": "openai", "model": "broken", "operation": "chat"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels) == 1
+    assert value(samples, "victor_llm_errors_by_type_total", **labels, error_type=type(raised.value).__name__) == 1
+    assert (llm_span(spans, "chat broken").attributes or {})[semconv.ERROR_TYPE] == type(raised.value).__name__
+
+
+def test_anthropic_messages_stream_helper(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
+    _, client = clients(server)
+
+    @victor_otel.coordinator("Writer")
+    def write() -> tuple[str, int]:
+        with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            text = "".join(stream.text_stream)
+        with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            final = stream.get_final_message()
+        with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            for _event in stream:
+                break  # left early: counted, not an error
+        with pytest.raises(anthropic.RateLimitError), client.messages.stream(
+            model="fail-429", max_tokens=5, messages=MESSAGES
+        ):
+            pass
+        return text, final.usage.output_tokens
+
+    assert write() == ("".join(TEXT), ANTHROPIC_USAGE[1])
+    plain, output, read = ANTHROPIC_USAGE
+    labels = {"coordinator": "Writer", "provider": "anthropic", "model": "claude-x"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 3
+    assert value(samples, "victor_llm_errors_total", **labels, operation="chat") == 0
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 2 * output + 1  # early: 1
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="cached_input") == 3 * read
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 2
+    assert value(samples, "victor_llm_errors_by_type_total", coordinator="Writer", provider="anthropic",
+                 model="fail-429", operation="chat", error_type="RateLimitError") == 1
+    streamed = [s for s in spans.get_finished_spans() if s.name == "chat claude-x"]
+    assert len(streamed) == 3
+    writer = next(s for s in spans.get_finished_spans() if s.name.startswith("Writer."))
+    for span in streamed:
+        attrs = span.attributes or {}
+        assert span.parent is not None and span.parent.span_id == writer.context.span_id
+        assert attrs[semconv.REQUEST_STREAM] is True and attrs[semconv.INPUT_TOKENS] == plain + read
+    assert [(s.attributes or {}).get("victor.outcome") for s in streamed] == [None, None, "cancelled"]
+
+
+async def test_anthropic_messages_stream_helper_async(llm: Any, server: Any) -> None:
+    client = anthropic.AsyncAnthropic(base_url=base_url(server), api_key="t", max_retries=0)
+
+    @victor_otel.coordinator("AsyncWriter")
+    async def write() -> str:
+        async with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            text = "".join([piece async for piece in stream.text_stream])
+        async with client.messages.stream(model="claude-x", max_tokens=50, messages=MESSAGES) as stream:
+            await stream.get_final_message()
+        return text
+
+    assert await write() == "".join(TEXT)
+    labels = {"coordinator": "AsyncWriter", "provider": "anthropic", "model": "claude-x"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 2
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == 2 * ANTHROPIC_USAGE[1]
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == pytest.approx(anthropic_cost(2))
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 2
+
+
 async def test_async_clients_and_streams(llm: Any, server: Any) -> None:
     aopenai = openai.AsyncOpenAI(base_url=base_url(server) + "/v1", api_key="t", max_retries=0)
     aanthropic = anthropic.AsyncAnthropic(base_url=base_url(server), api_key="t", max_retries=0)
@@ -214,6 +384,86 @@ def test_manual_calls_sync_and_async_outside_and_inside_coordinators(telemetry: 
                  model="o3", operation="chat") == 1
     assert value(samples, "victor_llm_tokens_total", coordinator="Planner", provider="openai", model="o3",
                  token_type="cached_input") == 4
+
+
+@pytest.mark.parametrize("tracing", [{"traces_exporter": "none"}, {"sampler": "always_off"}],
+                         ids=["tracing-off", "span-not-sampled"])
+def test_the_coordinator_label_is_the_enclosing_coordinator_without_a_recorded_span(tracing: Any) -> None:
+    victor_otel.init(service_name="test", **tracing)  # no span_exporters: no recorded span at all
+
+    def ask(model: str) -> None:
+        with victor_otel.llm_call(provider="openai", model=model):
+            pass
+
+    @victor_otel.coordinator("Outer")
+    def outer() -> None:
+        ask("m-outer")
+        inner()
+        ask("m-outer")  # back in Outer once Inner returned
+
+    @victor_otel.coordinator("Inner")
+    def inner() -> None:
+        ask("m-inner")
+
+    @victor_otel.coordinator("Streamer")
+    def stream() -> Iterator[int]:
+        ask("m-gen")
+        yield 1
+        ask("m-gen")
+
+    @victor_otel.coordinator("Waiter")
+    async def wait() -> None:
+        await asyncio.sleep(0)
+        ask("m-async")
+
+    outer()
+    for _ in stream():
+        ask("m-between")  # the caller's code between two items is not the generator's coordinator
+    asyncio.run(wait())
+    with victor_otel.track("Tracked", "block"):
+        ask("m-track")
+    ask("m-none")
+    samples = scrape()
+    expected = {("Outer", "m-outer"): 2, ("Inner", "m-inner"): 1, ("Streamer", "m-gen"): 2,
+                ("_none", "m-between"): 1, ("Waiter", "m-async"): 1, ("Tracked", "m-track"): 1,
+                ("_none", "m-none"): 1}
+    for (coordinator, model), count in expected.items():
+        assert value(samples, "victor_llm_requests_total", coordinator=coordinator, provider="openai", model=model,
+                     operation="chat") == count, (coordinator, model)
+
+
+def test_calls_from_many_threads_are_counted_exactly_while_scrapes_fold_them(telemetry: Any) -> None:
+    import threading
+
+    from victor_otel.llm.recording import FOLD_EVERY
+
+    threads, per_thread = 4, 3 * FOLD_EVERY + 7  # every thread crosses several folds on its own path
+    start = threading.Barrier(threads + 1)
+
+    def work(i: int) -> None:
+        start.wait()
+        for n in range(per_thread):
+            with pytest.raises(TimeoutError) if n % 10 == 0 else nullcontext(), victor_otel.llm_call(
+                provider="openai", model="gpt-4o", coordinator="Busy"
+            ) as call:
+                call.record_usage(input_tokens=3, output_tokens=1)
+                if n % 10 == 0:
+                    raise TimeoutError
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    while any(w.is_alive() for w in workers):
+        scrape()  # collections fold while the threads append
+    samples = scrape()
+    total = threads * per_thread
+    errors = threads * len(range(0, per_thread, 10))
+    labels = {"coordinator": "Busy", "provider": "openai", "model": "gpt-4o"}
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == total
+    assert value(samples, "victor_llm_request_duration_seconds_count", **labels, operation="chat") == total
+    assert value(samples, "victor_llm_errors_total", **labels, operation="chat") == errors
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 3 * total
 
 
 def test_unknown_model_counts_tokens_no_cost_and_says_so_once(
@@ -294,26 +544,57 @@ def test_stability_opt_in_drops_the_previous_attributes(monkeypatch: pytest.Monk
     assert semconv.SYSTEM not in by_name["chat b"] and by_name["chat b"][semconv.PROVIDER_NAME] == "openai"
 
 
-def test_otlp_side_gets_the_conventions_instruments_with_their_buckets(telemetry: Any) -> None:
-    reader = InMemoryMetricReader()
-    from victor_otel.readers import VictorInMemoryReader
+def genai_metrics(telemetry: victor_otel.Telemetry) -> dict[str, Any]:
+    """The gen_ai.* metrics of one collection through the pushing side (the in-memory reader)."""
+    data = telemetry.collect()
+    return {m.name: m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            if m.name.startswith("gen_ai.")}
 
-    assert not isinstance(reader, VictorInMemoryReader)
+
+def test_otlp_side_gets_the_conventions_instruments_with_their_buckets() -> None:
+    # a pushing exporter (console here, OTLP in production) turns the token-usage histograms on
+    telemetry = victor_otel.init(traces_exporter="none", metrics_exporter="prometheus,console",
+                                 metric_export_interval=86_400_000)
     with victor_otel.llm_call(provider="openai", model="gpt-4o", stream=True) as call:
         call.first_token()
         call.record_usage(input_tokens=100, output_tokens=20)
-    from victor_otel.llm import get_recorder
-
-    genai = {m.name: m for m in get_recorder().produce_genai()}
+    with victor_otel.llm_call(provider="openai", model="gpt-4o") as call:
+        call.record_usage(input_tokens=3000, output_tokens=1)
+    genai = genai_metrics(telemetry)
     usage = genai["gen_ai.client.token.usage"].data.data_points
-    assert {p.attributes[semconv.TOKEN_TYPE]: p.sum for p in usage} == {"input": 100, "output": 20}
-    assert list(usage[0].explicit_bounds) == list(GENAI_TOKEN_BUCKETS)
-    duration = genai["gen_ai.client.operation.duration"].data.data_points[0]
-    assert list(duration.explicit_bounds) == list(GENAI_DURATION_BUCKETS) and duration.count == 1
+    assert {p.attributes[semconv.TOKEN_TYPE]: (p.sum, p.count) for p in usage} == {
+        "input": (3100, 2), "output": (21, 2)
+    }
+    (inputs,) = [p for p in usage if p.attributes[semconv.TOKEN_TYPE] == "input"]
+    assert list(inputs.explicit_bounds) == list(GENAI_TOKEN_BUCKETS)
+    # 100 falls in (64, 256], 3000 in (1024, 4096]
+    assert inputs.bucket_counts[GENAI_TOKEN_BUCKETS.index(256)] == 1
+    assert inputs.bucket_counts[GENAI_TOKEN_BUCKETS.index(4096)] == 1
+    (duration,) = genai["gen_ai.client.operation.duration"].data.data_points
+    assert list(duration.explicit_bounds) == list(GENAI_DURATION_BUCKETS) and duration.count == 2
+    assert semconv.ERROR_TYPE not in duration.attributes
     assert genai["gen_ai.client.operation.time_to_first_chunk"].data.data_points[0].count == 1
     body = victor_otel.render()[0].decode()
     assert "gen_ai_client" not in body  # /metrics shows the same data under victor_llm_* only
     assert "victor_llm_requests_total" in body
+
+
+def test_failed_calls_carry_error_type_on_the_conventions_duration(telemetry: Any) -> None:
+    for error in (TimeoutError, TimeoutError, KeyError):
+        with pytest.raises(error), victor_otel.llm_call(provider="openai", model="gpt-4o"):
+            raise error()
+    with victor_otel.llm_call(provider="openai", model="gpt-4o"):
+        pass
+    points = genai_metrics(telemetry)["gen_ai.client.operation.duration"].data.data_points
+    by_error = {p.attributes.get(semconv.ERROR_TYPE): p.count for p in points}
+    assert by_error == {None: 1, "TimeoutError": 2, "KeyError": 1}
+    assert all(sum(p.bucket_counts) == p.count for p in points)
+    # /metrics keeps one duration histogram of every call, and the errors apart
+    samples = scrape()
+    labels = {"coordinator": "_none", "provider": "openai", "model": "gpt-4o", "operation": "chat"}
+    assert value(samples, "victor_llm_request_duration_seconds_count", **labels) == 4
+    assert value(samples, "victor_llm_errors_total", **labels) == 3
+    assert "gen_ai.client.token.usage" not in genai_metrics(telemetry)  # nothing pushes: not kept
 
 
 def test_label_sets_beyond_the_cap_fold_into_the_overflow_series(spans: InMemorySpanExporter) -> None:
@@ -388,6 +669,42 @@ def test_a_forked_child_counts_its_own_calls(telemetry: Any) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert value(scrape(), "victor_llm_requests_total", coordinator="Parent", provider="openai", model="gpt-4o",
                  operation="chat") == 1
+
+
+def test_multi_process_metrics_sum_every_workers_model_calls(tmp_path: Any) -> None:
+    victor_otel.init(service_name="workers", traces_exporter="none", multiproc_dir=str(tmp_path), llm_prices=PRICES)
+    labels = {"coordinator": "Chat", "provider": "openai", "model": "gpt-4o"}
+
+    def calls(n: int, failures: int) -> None:
+        for _ in range(n):
+            with victor_otel.llm_call(provider="openai", model="gpt-4o", coordinator="Chat") as call:
+                call.record_usage(input_tokens=1000, output_tokens=10)
+        for _ in range(failures):
+            with pytest.raises(TimeoutError), victor_otel.llm_call(provider="openai", model="gpt-4o",
+                                                                   coordinator="Chat"):
+                raise TimeoutError
+
+    calls(3, 1)  # the parent: 4 requests, 1 error
+    # a scrape writes this process's snapshot (the writer also does, every second)
+    assert value(scrape(), "victor_llm_requests_total", **labels, operation="chat") == 4
+
+    def worker() -> dict[str, Any]:
+        calls(5, 2)
+        seen = scrape()
+        victor_otel.shutdown()  # its last snapshot stays behind
+        return {"requests": value(seen, "victor_llm_requests_total", **labels, operation="chat")}
+
+    # the worker, a real forked process, sees the parent's calls (from its snapshot) and its own
+    assert in_child(worker) == {"requests": 4 + 7}
+    samples = scrape()  # the parent, after the worker exited: its counts are kept
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 11
+    assert value(samples, "victor_llm_errors_total", **labels, operation="chat") == 3
+    assert value(samples, "victor_llm_errors_by_type_total", **labels, operation="chat", error_type="TimeoutError") == 3
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == 8 * 1000
+    assert value(samples, "victor_llm_cost_usd_total", **labels) == pytest.approx(8 * (1000 * 2.5 + 10 * 10.0) / 1e6)
+    assert value(samples, "victor_llm_request_duration_seconds_count", **labels, operation="chat") == 11
+    body = victor_otel.render()[0].decode()
+    assert body.count("# TYPE victor_llm_requests_total counter") == 1  # one family, summed: not one per process
 
 
 def test_only_the_pushing_readers_get_the_conventions_instruments(spans: InMemorySpanExporter) -> None:

@@ -23,6 +23,7 @@ import inspect
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
 from time import perf_counter
 from types import TracebackType
 from typing import Any, TypeVar, overload
@@ -70,6 +71,11 @@ class _Runtime:
 
 
 _runtime = _Runtime()
+
+#: The coordinator whose call is running (the innermost), traced or not: what a model call made inside it
+#: is labelled with (victor_otel.llm). A context variable, so that tasks and threads started with the
+#: context inherit it; set and reset around every call, generators' resumptions included.
+current_coordinator: ContextVar[str | None] = ContextVar("victor_otel_coordinator", default=None)
 
 
 def _check_name(what: str, value: object) -> str:
@@ -223,12 +229,15 @@ def _wrap_sync(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
         else:
             span = tracer.start_span(site.span_name, attributes=site.attributes)
             token = otel_context.attach(trace.set_span_in_context(span))
+        entered = current_coordinator.set(site.coordinator)
         start = perf_counter()
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
             site.finish(span, token, perf_counter() - start, exc)
             raise
+        finally:
+            current_coordinator.reset(entered)
         site.finish(span, token, perf_counter() - start, None)
         return result
 
@@ -243,12 +252,15 @@ def _wrap_async(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
         else:
             span = tracer.start_span(site.span_name, attributes=site.attributes)
             token = otel_context.attach(trace.set_span_in_context(span))
+        entered = current_coordinator.set(site.coordinator)
         start = perf_counter()
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
             site.finish(span, token, perf_counter() - start, exc)
             raise
+        finally:
+            current_coordinator.reset(entered)
         site.finish(span, token, perf_counter() - start, None)
         return result
 
@@ -273,6 +285,7 @@ def _wrap_gen(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
             to_throw: BaseException | None = None
             while True:
                 token = otel_context.attach(ctx) if ctx is not None else None
+                entered = current_coordinator.set(site.coordinator)
                 try:
                     if to_throw is not None:
                         thrown, to_throw = to_throw, None
@@ -282,6 +295,7 @@ def _wrap_gen(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
                 except StopIteration as stop:
                     return stop.value  # type: ignore[no-any-return]
                 finally:
+                    current_coordinator.reset(entered)
                     if token is not None:
                         otel_context.detach(token)
                 try:
@@ -318,6 +332,7 @@ def _wrap_async_gen(func: Callable[..., Any], site: CallSite) -> Callable[..., A
             to_throw: BaseException | None = None
             while True:
                 token = otel_context.attach(ctx) if ctx is not None else None
+                entered = current_coordinator.set(site.coordinator)
                 try:
                     if to_throw is not None:
                         thrown, to_throw = to_throw, None
@@ -327,6 +342,7 @@ def _wrap_async_gen(func: Callable[..., Any], site: CallSite) -> Callable[..., A
                 except StopAsyncIteration:
                     return
                 finally:
+                    current_coordinator.reset(entered)
                     if token is not None:
                         otel_context.detach(token)
                 try:
@@ -464,23 +480,27 @@ class track:
     ...     pass
     """
 
-    __slots__ = ("_site", "_span", "_start", "_token")
+    __slots__ = ("_entered", "_site", "_span", "_start", "_token")
 
     def __init__(self, coordinator: str, operation: str = "block") -> None:
         self._site = CallSite(_check_name("coordinator", coordinator), _check_name("operation", operation))
         self._span: Span | None = None
         self._token: object = None
+        self._entered: Any = None
         self._start = 0.0
 
     def __enter__(self) -> Span | None:
         self._span, self._token = self._site.start_span()
+        self._entered = current_coordinator.set(self._site.coordinator)
         self._start = perf_counter()
         return self._span
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._site.finish(self._span, self._token, perf_counter() - self._start, exc)
+        duration = perf_counter() - self._start
+        current_coordinator.reset(self._entered)
+        self._site.finish(self._span, self._token, duration, exc)
 
     async def __aenter__(self) -> Span | None:
         return self.__enter__()

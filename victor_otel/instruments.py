@@ -9,10 +9,15 @@ Gauges carry no unit that would add a suffix (``1`` would add ``_ratio`` on the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING, Any
 
 from victor_otel import _sdk
+
+if TYPE_CHECKING:  # the SDK's data classes are needed at collection time only: importing them is slow
+    from opentelemetry.sdk.metrics.export import HistogramDataPoint, Metric, NumberDataPoint
 
 
 class Kind(str, Enum):
@@ -161,6 +166,60 @@ CONTRACT: tuple[MetricSpec, ...] = (
     HEALTH_STATUS,
     EXPORTED,
 )
+
+
+# -- contract -> OpenTelemetry SDK data points (collection time, never the hot path) ---------------------
+
+
+def number_point(attributes: dict[str, Any], start_ns: int, now_ns: int, value: float) -> NumberDataPoint:
+    """One point of a counter (``start_ns``: when the series began) or a gauge (``start_ns`` 0)."""
+    from opentelemetry.sdk.metrics.export import NumberDataPoint
+
+    return NumberDataPoint(attributes, start_ns, now_ns, value)
+
+
+def histogram_point(
+    spec: MetricSpec, attributes: dict[str, Any], start_ns: int, now_ns: int, bucket_counts: list[int],
+    count: int, total: float, exemplars: Sequence[Any] = (),
+) -> HistogramDataPoint:
+    """One cumulative point of the histogram family ``spec``, on the contract's buckets (no min / max)."""
+    from opentelemetry.sdk.metrics.export import HistogramDataPoint
+
+    return HistogramDataPoint(
+        attributes=attributes, start_time_unix_nano=start_ns, time_unix_nano=now_ns, count=count, sum=total,
+        bucket_counts=bucket_counts, explicit_bounds=list(spec.buckets or ()), min=float("nan"), max=float("nan"),
+        exemplars=list(exemplars),
+    )
+
+
+def sdk_metric(
+    kind: Kind, name: str, unit: str, description: str, points: Sequence[Any], monotonic: bool = True
+) -> Metric:
+    """``points`` as one SDK ``Metric`` (cumulative ``Sum`` / ``Histogram``, or ``Gauge``), which the
+    Prometheus and OTLP exporters render as they render the SDK's own. Prefer :func:`metric`; this is
+    for families read back by name (the multi-process snapshots)."""
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, Gauge, Histogram, Metric, Sum
+
+    data: Sum | Gauge | Histogram
+    if kind is Kind.COUNTER:
+        data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE,
+                   is_monotonic=monotonic)
+    elif kind is Kind.HISTOGRAM:
+        data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+    else:
+        data = Gauge(data_points=points)
+    return Metric(name=name, description=description, unit=unit, data=data)
+
+
+def metric(spec: MetricSpec, points: Sequence[Any]) -> Metric:
+    """``points`` as the SDK ``Metric`` of the family ``spec``: name, unit, description and kind from the
+    contract, nowhere else."""
+    return sdk_metric(spec.kind, spec.otel_name, spec.unit, spec.description, points)
+
+
+def metrics(families: Iterable[tuple[MetricSpec, Sequence[Any]]]) -> list[Metric]:
+    """:func:`metric` of every family that has points (a family without any is left out)."""
+    return [metric(spec, points) for spec, points in families if points]
 
 
 def by_prometheus_name() -> dict[str, MetricSpec]:

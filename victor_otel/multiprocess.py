@@ -29,22 +29,15 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Gauge,
-    Histogram,
-    HistogramDataPoint,
-    Metric,
-    NumberDataPoint,
-    Sum,
-)
+from opentelemetry.sdk.metrics.export import Gauge, Histogram, HistogramDataPoint, Metric, Sum
 
 from victor_otel import instruments as contract
 from victor_otel.errors import VictorOtelConfigError
+from victor_otel.instruments import Kind, number_point, sdk_metric
 from victor_otel.readers import VictorPrometheusReader
 from victor_otel.window import ratio
 
@@ -55,7 +48,6 @@ SNAPSHOT_INTERVAL = 1.0
 _FORMAT = 1
 _PREFIX = "victor-otel-"
 _WINDOW_GAUGES = (contract.THROUGHPUT.otel_name, contract.ERROR_RATE.otel_name, contract.CACHE_HIT_RATE.otel_name)
-_CUMULATIVE = AggregationTemporality.CUMULATIVE
 
 
 # -- multi-process /metrics -------------------------------------------------------------------------
@@ -234,11 +226,9 @@ def merge_snapshots(own: dict[str, Any], others: list[dict[str, Any]], window_se
             _logger.debug("victor_otel: skipping a malformed multi-process snapshot", exc_info=True)
     families: dict[str, list[Any]] = {}
     for (name, _), (attrs, start, value) in sums.items():
-        families.setdefault(name, []).append(NumberDataPoint(attrs, start, now_ns, value))
+        families.setdefault(name, []).append(number_point(attrs, start, now_ns, value))
     metrics = [
-        Metric(name=name, description=meta[name][1], unit=meta[name][0],
-               data=Sum(data_points=points, aggregation_temporality=_CUMULATIVE, is_monotonic=monotonic[name]))
-        for name, points in families.items()
+        sdk_metric(Kind.COUNTER, name, *meta[name], points, monotonic[name]) for name, points in families.items()
     ]
     hist_families: dict[str, list[HistogramDataPoint]] = {}
     for (name, _), (attrs, start, count, total, bounds, buckets) in hists.items():
@@ -247,21 +237,14 @@ def merge_snapshots(own: dict[str, Any], others: list[dict[str, Any]], window_se
                                sum=total, bucket_counts=buckets, explicit_bounds=bounds,
                                min=float("nan"), max=float("nan"))
         )
-    metrics += [
-        Metric(name=name, description=meta[name][1], unit=meta[name][0],
-               data=Histogram(data_points=points, aggregation_temporality=_CUMULATIVE))
-        for name, points in hist_families.items()
-    ]
+    metrics += [sdk_metric(Kind.HISTOGRAM, name, *meta[name], points) for name, points in hist_families.items()]
     metrics += _window_gauges(windows.values(), sums)
     gauge_families: dict[str, list[Any]] = {}
     gauge_meta: dict[str, tuple[str, str]] = {}
     for name, unit, description, attrs, value in own.get("gauges", []):
         gauge_meta[name] = (unit, description)
-        gauge_families.setdefault(name, []).append(NumberDataPoint(attrs, 0, now_ns, value))
-    metrics += [
-        Metric(name=name, description=gauge_meta[name][1], unit=gauge_meta[name][0], data=Gauge(points))
-        for name, points in gauge_families.items()
-    ]
+        gauge_families.setdefault(name, []).append(number_point(attrs, 0, now_ns, value))
+    metrics += [sdk_metric(Kind.GAUGE, name, *gauge_meta[name], points) for name, points in gauge_families.items()]
     return metrics
 
 
@@ -270,19 +253,15 @@ def _window_gauges(windows: Iterable[list[Any]], sums: dict[tuple[str, str], lis
     with_cache = {key for name, key in sums if name == contract.CACHE_HITS.otel_name}
     throughput, error_rate, hit_rate = [], [], []
     for attrs, calls, errors, hits, misses, seconds in windows:
-        throughput.append(NumberDataPoint(attrs, 0, now_ns, calls / seconds if seconds > 0 else 0.0))
+        throughput.append(number_point(attrs, 0, now_ns, calls / seconds if seconds > 0 else 0.0))
         # A ratio over an empty window has no sample (window.ratio), as in the single-process registry.
         if (errors_ratio := ratio(errors, calls)) is not None:
-            error_rate.append(NumberDataPoint(attrs, 0, now_ns, errors_ratio))
+            error_rate.append(number_point(attrs, 0, now_ns, errors_ratio))
         if json.dumps(attrs, sort_keys=True) in with_cache and (hits_ratio := ratio(hits, hits + misses)) is not None:
-            hit_rate.append(NumberDataPoint(attrs, 0, now_ns, hits_ratio))
-    metrics = []
-    for spec, points in ((contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput),
-                         (contract.ERROR_RATE, error_rate)):
-        if points:
-            metrics.append(Metric(name=spec.otel_name, description=spec.description, unit=spec.unit,
-                                  data=Gauge(points)))
-    return metrics
+            hit_rate.append(number_point(attrs, 0, now_ns, hits_ratio))
+    return contract.metrics(
+        ((contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput), (contract.ERROR_RATE, error_rate))
+    )
 
 
 def enable_multiprocess(telemetry: Any) -> None:
@@ -297,3 +276,20 @@ def enable_multiprocess(telemetry: Any) -> None:
             # /metrics only: OTLP pushes stay per process (the collector sums over service.instance.id).
             reader._replacements = {registry_produce: multiprocess.produce, exports_produce: lambda: []}
     multiprocess.start()
+
+
+def sum_over_workers(telemetry: Any, produce: Callable[[], Sequence[Metric]]) -> None:
+    """In multi-process mode, also sum ``produce``'s counters over the workers on /metrics (a feature's
+    own pre-aggregated families, added after ``init()`` built the providers: the LLM calls'). Nothing
+    otherwise."""
+    multiprocess = telemetry.multiprocess
+    if multiprocess is None or produce in multiprocess._producers:
+        return
+    multiprocess._producers += (produce,)
+    for reader in telemetry.readers:
+        if isinstance(reader, VictorPrometheusReader):  # its rows now come from the summed snapshots
+            reader._replacements = {**reader._replacements, produce: _nothing}
+
+
+def _nothing() -> list[Metric]:
+    return []

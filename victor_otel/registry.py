@@ -18,17 +18,25 @@ import logging
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from victor_otel import forking
 from victor_otel import instruments as contract
-from victor_otel.instruments import LATENCY_BUCKETS, OVERFLOW_ATTRIBUTE, OVERFLOW_VALUE, MetricSpec
+from victor_otel.instruments import (
+    LATENCY_BUCKETS,
+    OVERFLOW_ATTRIBUTE,
+    OVERFLOW_VALUE,
+    MetricSpec,
+    histogram_point,
+    metrics,
+    number_point,
+)
 from victor_otel.window import Window, WindowStats
 
 if TYPE_CHECKING:  # the SDK's data classes are needed at collection time only: importing them is slow
-    from opentelemetry.sdk.metrics.export import Metric
+    from opentelemetry.sdk.metrics.export import HistogramDataPoint, Metric, NumberDataPoint
 
 _logger = logging.getLogger("victor_otel")
 _N_BUCKETS = len(LATENCY_BUCKETS) + 1
@@ -137,7 +145,12 @@ class Registry:
 
     def __init__(self, limit: int = 1000, window_seconds: float = 60.0) -> None:
         self._lock = threading.Lock()
+        self._on_reset: list[Callable[[], None]] = []
         self.configure(limit, window_seconds)
+
+    def on_reset(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every reset (another module's state that is reset with the registry)."""
+        self._on_reset.append(callback)
 
     def configure(self, limit: int, window_seconds: float) -> None:
         """Set the cardinality cap and window length, dropping everything recorded so far."""
@@ -155,6 +168,8 @@ class Registry:
             self._overflow_series = MethodSeries(self, self._overflow_coordinator, OVERFLOW_VALUE, True)
             #: Bumped on every reset; call sites re-bind their cached series when it changes.
             self.generation = getattr(self, "generation", 0) + 1
+        for callback in self._on_reset:
+            callback()
 
     def reset(self) -> None:
         self.configure(self.limit, self.window_seconds)
@@ -256,7 +271,6 @@ class Registry:
     def produce(self) -> list[Metric]:
         """Every family of the contract that has data, as OpenTelemetry SDK ``Metric`` objects."""
         from opentelemetry.sdk.metrics import Exemplar
-        from opentelemetry.sdk.metrics.export import HistogramDataPoint, NumberDataPoint
 
         now_ns = time.time_ns()
         now = time.monotonic()
@@ -275,21 +289,15 @@ class Registry:
                 Exemplar(None, value, at, span_id=span_id, trace_id=trace_id)
                 for value, trace_id, span_id, at in filter(None, list(s.exemplars))
             ]
-            executions.append(NumberDataPoint(attrs, start, now_ns, count))
-            durations.append(NumberDataPoint(attrs, start, now_ns, total))
+            executions.append(number_point(attrs, start, now_ns, count))
+            durations.append(number_point(attrs, start, now_ns, total))
             if n_cancelled:
-                cancelled.append(NumberDataPoint(attrs, start, now_ns, n_cancelled))
+                cancelled.append(number_point(attrs, start, now_ns, n_cancelled))
             # errors_total on every series, 0 included, with the executions' labels: a ratio is one division.
-            errors.append(NumberDataPoint(attrs, start, now_ns, sum(n for _, n in error_counts)))
+            errors.append(number_point(attrs, start, now_ns, sum(n for _, n in error_counts)))
             for error_type, n in error_counts:
-                errors_by_type.append(NumberDataPoint({**attrs, "error_type": error_type}, start, now_ns, n))
-            latency.append(
-                HistogramDataPoint(
-                    attributes=attrs, start_time_unix_nano=start, time_unix_nano=now_ns, count=count,
-                    sum=total, bucket_counts=buckets, explicit_bounds=list(LATENCY_BUCKETS),
-                    min=float("nan"), max=float("nan"), exemplars=exemplars,
-                )
-            )
+                errors_by_type.append(number_point({**attrs, "error_type": error_type}, start, now_ns, n))
+            latency.append(histogram_point(contract.LATENCY, attrs, start, now_ns, buckets, count, total, exemplars))
         hits: list[NumberDataPoint] = []
         misses: list[NumberDataPoint] = []
         hit_rate: list[NumberDataPoint] = []
@@ -301,49 +309,31 @@ class Registry:
                 stats = c.window.snapshot(now)
             attrs = c.attributes
             if n_hits or n_misses:
-                hits.append(NumberDataPoint(attrs, c.start_ns, now_ns, n_hits))
-                misses.append(NumberDataPoint(attrs, c.start_ns, now_ns, n_misses))
+                hits.append(number_point(attrs, c.start_ns, now_ns, n_hits))
+                misses.append(number_point(attrs, c.start_ns, now_ns, n_misses))
             # A ratio over an empty window has no sample (not 0): see window.ratio().
             if (cache_hit_rate := stats.cache_hit_rate) is not None:
-                hit_rate.append(NumberDataPoint(attrs, 0, now_ns, cache_hit_rate))
-            throughput.append(NumberDataPoint(attrs, 0, now_ns, stats.throughput))
+                hit_rate.append(number_point(attrs, 0, now_ns, cache_hit_rate))
+            throughput.append(number_point(attrs, 0, now_ns, stats.throughput))
             if (window_error_rate := stats.error_rate) is not None:
-                error_rate.append(NumberDataPoint(attrs, 0, now_ns, window_error_rate))
+                error_rate.append(number_point(attrs, 0, now_ns, window_error_rate))
         with self._lock:
             event_counts = [(name, cell[0]) for name, cell in self.events.items()]
         events = [
-            NumberDataPoint(
+            number_point(
                 {"event": name, **({OVERFLOW_ATTRIBUTE: True} if name == OVERFLOW_VALUE else {})},
                 self.events_start_ns, now_ns, n,
             )
             for name, n in event_counts
         ]
-        return list(
-            _metrics(
-                (contract.EXECUTIONS, executions), (contract.ERRORS, errors),
-                (contract.ERRORS_BY_TYPE, errors_by_type), (contract.CANCELLED, cancelled),
-                (contract.DURATION, durations), (contract.LATENCY, latency),
-                (contract.CACHE_HITS, hits), (contract.CACHE_MISSES, misses),
-                (contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput),
-                (contract.ERROR_RATE, error_rate), (contract.ANALYTICS_EVENTS, events),
-            )
-        )
-
-
-def _metrics(*families: tuple[MetricSpec, list[Any]]) -> Iterator[Metric]:
-    from opentelemetry.sdk.metrics.export import AggregationTemporality, Gauge, Histogram, Metric, Sum
-
-    for spec, points in families:
-        if not points:
-            continue
-        data: Sum | Gauge | Histogram
-        if spec.kind is contract.Kind.COUNTER:
-            data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=True)
-        elif spec.kind is contract.Kind.HISTOGRAM:
-            data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
-        else:
-            data = Gauge(data_points=points)
-        yield Metric(name=spec.otel_name, description=spec.description, unit=spec.unit, data=data)
+        return metrics((
+            (contract.EXECUTIONS, executions), (contract.ERRORS, errors),
+            (contract.ERRORS_BY_TYPE, errors_by_type), (contract.CANCELLED, cancelled),
+            (contract.DURATION, durations), (contract.LATENCY, latency),
+            (contract.CACHE_HITS, hits), (contract.CACHE_MISSES, misses),
+            (contract.CACHE_HIT_RATE, hit_rate), (contract.THROUGHPUT, throughput),
+            (contract.ERROR_RATE, error_rate), (contract.ANALYTICS_EVENTS, events),
+        ))
 
 
 _REGISTRY = Registry()

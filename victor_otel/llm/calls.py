@@ -5,8 +5,8 @@
 ...     call.record_usage(input_tokens=12, output_tokens=3)
 
 The span (``chat gpt-4o``, kind CLIENT) is a child of the span in force, normally the coordinator's; the
-metrics carry that coordinator's name (``coordinator=`` names it when no coordinator span is current, as
-when tracing is off). A call is counted once when it ends: an exception makes it an error
+metrics carry the name of the coordinator whose call is running, traced or not (``coordinator=`` names it
+for a call made outside any coordinator). A call is counted once when it ends: an exception makes it an error
 (``error_type`` is the exception's class name), a ``BaseException`` that is not an ``Exception``
 (cancellation, a stream abandoned) counts the request only.
 """
@@ -25,51 +25,46 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from victor_otel.decorators import _runtime, error_type_of
+from victor_otel.decorators import current_coordinator as _current_coordinator
 from victor_otel.llm import semconv
 from victor_otel.llm.prices import PriceTable
-from victor_otel.llm.recording import LLMRecorder, get_recorder
+from victor_otel.llm.recording import FOLD_EVERY, LLMRecorder, get_recorder
 from victor_otel.redaction import get_redactor
 
 _content_logger = logging.getLogger("victor_otel.llm")
-#: The coordinator label of calls made outside any coordinator span.
+#: The coordinator label of calls made outside any coordinator.
 NO_COORDINATOR = "_none"
 #: Captured prompts and completions are cut to this many characters (after redaction).
 CONTENT_MAX_CHARS = 8192
-_COORDINATOR_ATTRIBUTE = "victor.coordinator"
 
 
 class _Config:
     """What init() set for LLM calls (one home for this module's global state)."""
 
-    __slots__ = ("capture_content", "latest", "prices", "recorder")
+    __slots__ = ("capture_content", "latest")
 
     def __init__(self) -> None:
-        self.prices = PriceTable({})
         self.capture_content = False
         self.latest = semconv.latest_experimental()
-        self.recorder: LLMRecorder = get_recorder()
 
 
 config = _Config()
+#: The process-wide recorder (a module constant: read on every call).
+_recorder: LLMRecorder = get_recorder()
 
 
 def configure(prices: PriceTable | None = None, capture_content: bool | None = None) -> None:
     """Set the price table and content capture (``init()`` calls it); re-reads the semconv opt-in."""
     if prices is not None:
-        config.prices = prices
+        _recorder.prices = prices
     if capture_content is not None:
         config.capture_content = capture_content
     config.latest = semconv.latest_experimental()
 
 
 def current_coordinator() -> str | None:
-    """The coordinator whose span is current, if any."""
-    attributes = getattr(trace.get_current_span(), "attributes", None)
-    if attributes:
-        name = attributes.get(_COORDINATOR_ATTRIBUTE)
-        if isinstance(name, str):
-            return name
-    return None
+    """The coordinator whose call is running (the innermost), traced or not, if any."""
+    return _current_coordinator.get()
 
 
 def _truncate(text: str) -> str:
@@ -104,19 +99,12 @@ class LLMCall:
     span starts (and becomes current) here, so create the call right before the request.
     """
 
-    # No __slots__: what most calls never set is read from these class defaults, so that a call assigns
-    # only what it has (this object is built on every model call).
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cached_input_tokens: int | None = None
-    response_model: str | None = None
-    finish_reasons: tuple[str, ...] = ()
-    ttft: float | None = None
-    error_type: str | None = None
-    stream: bool = False
-    span: Span | None = None
-    _token: object = None
-    _ended: bool = False
+    # Slots, every one set here: reading a slot is cheaper than falling back to a class default, and this
+    # object is built and read on every model call.
+    __slots__ = (
+        "_ended", "_start", "_token", "cached_input_tokens", "coordinator", "error_type", "finish_reasons",
+        "input_tokens", "model", "operation", "output_tokens", "provider", "response_model", "span", "stream", "ttft",
+    )
 
     def __init__(
         self,
@@ -132,9 +120,18 @@ class LLMCall:
         self.provider = provider
         self.model = model
         self.operation = operation
-        self.coordinator = coordinator or current_coordinator() or NO_COORDINATOR
-        if stream:
-            self.stream = True
+        self.coordinator = coordinator or _current_coordinator.get() or NO_COORDINATOR
+        self.stream = stream
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.cached_input_tokens: int | None = None
+        self.response_model: str | None = None
+        self.finish_reasons: tuple[str, ...] = ()
+        self.ttft: float | None = None
+        self.error_type: str | None = None
+        self.span: Span | None = None
+        self._token: object = None
+        self._ended = False
         tracer = _runtime.tracer
         if tracer is not None:
             attributes: dict[str, Any] = {
@@ -161,12 +158,15 @@ class LLMCall:
         cached_input_tokens: int | None = None,
     ) -> None:
         """The call's token counts (input includes the cached input tokens); later values replace earlier."""
+        # int() only for what is not an int already (a call less per count: this runs on every call)
         if input_tokens is not None:
-            self.input_tokens = int(input_tokens)
+            self.input_tokens = input_tokens if input_tokens.__class__ is int else int(input_tokens)
         if output_tokens is not None:
-            self.output_tokens = int(output_tokens)
+            self.output_tokens = output_tokens if output_tokens.__class__ is int else int(output_tokens)
         if cached_input_tokens is not None:
-            self.cached_input_tokens = int(cached_input_tokens)
+            self.cached_input_tokens = (
+                cached_input_tokens if cached_input_tokens.__class__ is int else int(cached_input_tokens)
+            )
 
     def first_token(self) -> None:
         """Mark the first chunk of a stream (only the first call counts): time to first token."""
@@ -219,31 +219,7 @@ class LLMCall:
 
     def end(self, exc: BaseException | None = None) -> None:
         """Count the call once, finish its span. Later calls do nothing."""
-        if self._ended:
-            return
-        self._ended = True
-        duration = perf_counter() - self._start
-        if exc is not None and isinstance(exc, Exception):
-            self.error_type = error_type_of(exc)
-        input_tokens, output_tokens, cached = self.input_tokens, self.output_tokens, self.cached_input_tokens
-        provider, model = self.provider, self.model
-        cost = None
-        if input_tokens is not None or output_tokens is not None:
-            cost = config.prices.cost_of(
-                provider, model, self.response_model, input_tokens or 0, output_tokens or 0, cached or 0
-            )
-        recorder = config.recorder
-        try:
-            key = (self.coordinator, provider, model, self.operation)
-            series = recorder.series.get(key)
-            if series is None or recorder.generation != recorder.registry.generation:
-                series = recorder.series_for(*key)
-            series.record(duration, self.ttft, input_tokens, output_tokens, cached, cost, self.error_type, recorder)
-        finally:
-            span = self.span
-            if span is not None:
-                self.release_context()
-                self._finish_span(span, exc, cost)
+        self.__exit__(None, exc, None)
 
     def _finish_span(self, span: Span, exc: BaseException | None, cost: float | None) -> None:
         attributes: dict[str, Any] = {"victor.coordinator": self.coordinator}
@@ -278,7 +254,33 @@ class LLMCall:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.end(exc)
+        # end(exc): written here, where a `with` block lands without one more call (the manual hot path)
+        if self._ended:
+            return
+        self._ended = True
+        duration = perf_counter() - self._start
+        if exc is not None and isinstance(exc, Exception):
+            self.error_type = error_type_of(exc)
+        cost = None
+        recorder = _recorder
+        span = self.span
+        try:
+            series = recorder.series.get((self.coordinator, self.provider, self.model, self.operation))
+            if series is None:
+                series = recorder.series_for(self.coordinator, self.provider, self.model, self.operation)
+            pending = series.pending  # LLMSeries.record(), inlined: one append, folded into the counters later
+            pending.append((duration, self.ttft, self.input_tokens, self.output_tokens, self.cached_input_tokens,
+                            self.response_model, self.error_type))
+            if len(pending) >= FOLD_EVERY:
+                series.fold(recorder)
+            if span is not None or recorder.budget_usd_per_hour is not None:  # the cost is needed now
+                cost = series.cost_of(self, recorder.prices)
+                if cost and recorder.budget_usd_per_hour is not None:
+                    recorder.add_spend(self.coordinator, cost)
+        finally:
+            if span is not None:
+                self.release_context()
+                self._finish_span(span, exc, cost)
 
     async def __aenter__(self) -> LLMCall:
         return self
@@ -286,7 +288,7 @@ class LLMCall:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.end(exc)
+        self.__exit__(exc_type, exc, tb)
 
 
 #: Record one model call made by a client victor_otel does not instrument; ``with`` or ``async with``:

@@ -126,20 +126,29 @@ class PriceTable:
         self, provider: str, model: str, response_model: str | None, input_tokens: int, output_tokens: int,
         cached_input_tokens: int,
     ) -> float | None:
-        """:meth:`cost` with positional arguments (the per-call path)."""
+        """:meth:`cost` with positional arguments."""
+        price = self.resolve(provider, model, response_model)
+        if price is not None:
+            return price.cost(input_tokens, output_tokens, cached_input_tokens)
+        return self.unpriced(provider, model, response_model, input_tokens, output_tokens, cached_input_tokens)
+
+    def resolve(self, provider: str, model: str, response_model: str | None) -> Price | None:
+        """The table's price of a call: the response's model first, then the requested one (memoized)."""
         key = (provider, model, response_model)
         resolved = self._resolved
-        if key in resolved:  # one dict lookup per call once a key was seen
-            price = resolved[key]
-        else:
-            price = (response_model and self.price(provider, response_model)) or self.price(provider, model)
-            if len(resolved) < _MEMO_LIMIT:
-                resolved[key] = price
-        if price is not None:
-            cached = cached_input_tokens if cached_input_tokens < input_tokens else input_tokens
-            return (
-                (input_tokens - cached) * price.input + cached * price.cached_input + output_tokens * price.output
-            ) / _MILLION
+        if key in resolved:
+            return resolved[key]
+        price = (response_model and self.price(provider, response_model)) or self.price(provider, model)
+        if len(resolved) < _MEMO_LIMIT:
+            resolved[key] = price
+        return price
+
+    def unpriced(
+        self, provider: str, model: str, response_model: str | None, input_tokens: int, output_tokens: int,
+        cached_input_tokens: int,
+    ) -> float | None:
+        """The cost of a call the table has no price for: from genai-prices when it is the source, else
+        ``None`` (and a warning, once per model)."""
         if self.use_genai_prices:
             cost = _genai_prices_cost(provider, response_model or model, input_tokens, output_tokens,
                                       cached_input_tokens)
@@ -188,5 +197,8 @@ def _genai_prices_cost(
             model_ref=model, provider_id=provider,
         )
     except LookupError:
+        return None
+    except Exception:  # the package failing must never fail the model call it prices
+        _logger.exception("victor_otel: genai-prices failed to price a call of model %r", model)
         return None
     return float(result.total_price)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from victor_otel import multiprocess
+from victor_otel.bootstrap import Telemetry
 from victor_otel.checks.runner import add_health_check, remove_health_check
 from victor_otel.llm import calls
 from victor_otel.llm.prices import PriceTable
 from victor_otel.llm.recording import get_recorder
-
-if TYPE_CHECKING:
-    from victor_otel.bootstrap import Telemetry
+from victor_otel.readers import VictorPeriodicReader
 
 #: The health check's key (component:measurement) for the coordinators' LLM spend rate.
 SPEND_CHECK = "llm:spend_rate"
@@ -24,10 +24,13 @@ def setup(telemetry: Telemetry) -> None:
     calls.configure(prices, settings.llm_capture_content)
     recorder = get_recorder()
     recorder.budget_usd_per_hour = settings.llm_budget_usd_per_hour
+    # gen_ai.client.token.usage (per-call token counts, bucketed) only while something pushes metrics
+    recorder.genai_tokens = any(isinstance(reader, VictorPeriodicReader) for reader in telemetry.readers)
     if not getattr(telemetry, _WIRED, False):  # init() with the same settings returns the same Telemetry
         setattr(telemetry, _WIRED, True)
         telemetry.add_producer(recorder.produce)
         telemetry.add_producer(recorder.produce_genai, push_only=True)
+        multiprocess.sum_over_workers(telemetry, recorder.produce)  # multi-process /metrics: every worker's calls
     if settings.llm_budget_usd_per_hour is not None:
         add_health_check(SPEND_CHECK, spend_check(settings.llm_budget_usd_per_hour), component_type="component")
     else:
