@@ -90,7 +90,12 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoPaths]:
         workdir / "demo.log",
         env={"OTEL_METRICS_EXPORTER": "prometheus,otlp", "OTEL_TRACES_EXPORTER": "none",
              "OTEL_EXPORTER_OTLP_ENDPOINT": path.collector.otlp_http, "OTEL_METRIC_EXPORT_INTERVAL": "1000",
-             "OTEL_SERVICE_NAME": "victor-demo", "NO_COLOR": "1"},
+             "OTEL_SERVICE_NAME": "victor-demo", "NO_COLOR": "1",
+             # victor_otel_exported_total{signal="traces"} steps once a span batch is exported: every 5 s by
+             # default, a few hundred spans at once, so a scrape and a push a second apart could straddle a
+             # step larger than the tolerance (one CI run: scraped 1530, pushed 1148). Batches every 200 ms
+             # make the steps ~15 spans, like the other counters' per-second growth.
+             "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200"},
         ready_url=f"http://127.0.0.1:{port}/metrics",
     )
     with running(*path.programs(), scraped.program, demo):

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from opentelemetry.sdk.metrics.export import Gauge, Metric, NumberDataPoint
+from opentelemetry.sdk.metrics.export import Metric, NumberDataPoint
 
 from victor_otel import bootstrap, forking
 from victor_otel import instruments as contract
@@ -467,8 +467,7 @@ class Health:
                 {"check": OVERFLOW_VALUE, "coordinator": OVERFLOW_VALUE, OVERFLOW_ATTRIBUTE: True},
                 0, now_ns, STATUS_VALUES[worst(folded)],
             ))
-        spec = contract.HEALTH_STATUS
-        return [Metric(name=spec.otel_name, description=spec.description, unit=spec.unit, data=Gauge(points))]
+        return [contract.metric(contract.HEALTH_STATUS, points)]
 
 
 _HEALTH = Health()
