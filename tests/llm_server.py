@@ -160,14 +160,24 @@ def _response(model: str, body: dict[str, Any], status: str = "completed") -> di
 
 
 def _responses_events(model: str, body: dict[str, Any]) -> list[str]:
+    """The Responses API's event sequence for one text message (what openai's ``responses.stream()`` checks)."""
     created = {**_response(model, body, status="in_progress"), "output": [], "usage": None}
+    item = {"type": "message", "id": "msg_1", "status": "in_progress", "role": "assistant", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    done_part = {**part, "text": "".join(TEXT)}
+    where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
     events: list[dict[str, Any]] = [
-        {"type": "response.created", "sequence_number": 0, "response": created},
-        *({"type": "response.output_text.delta", "sequence_number": i + 1, "item_id": "msg_1", "output_index": 0,
-           "content_index": 0, "delta": piece, "logprobs": []} for i, piece in enumerate(TEXT)),
-        {"type": "response.completed", "sequence_number": len(TEXT) + 1, "response": _response(model, body)},
+        {"type": "response.created", "response": created},
+        {"type": "response.output_item.added", "output_index": 0, "item": item},
+        {"type": "response.content_part.added", **where, "part": part},
+        *({"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []} for piece in TEXT),
+        {"type": "response.output_text.done", **where, "text": "".join(TEXT), "logprobs": []},
+        {"type": "response.content_part.done", **where, "part": done_part},
+        {"type": "response.output_item.done", "output_index": 0,
+         "item": {**item, "status": "completed", "content": [done_part]}},
+        {"type": "response.completed", "response": _response(model, body)},
     ]
-    return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events]
+    return [f"event: {e['type']}\ndata: {json.dumps({**e, 'sequence_number': i})}\n\n" for i, e in enumerate(events)]
 
 
 class _Server(ThreadingHTTPServer):

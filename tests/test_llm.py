@@ -268,6 +268,39 @@ async def test_openai_responses_plain_and_streamed(llm: Any, server: Any, spans:
         assert attrs[semconv.INPUT_TOKENS] == prompt and attrs[semconv.OUTPUT_TOKENS] == output
 
 
+async def test_openai_stream_helpers_are_counted_through_the_wrapped_create(llm: Any, server: Any) -> None:
+    # openai's chat.completions.stream() and responses.stream() call the resource's create(stream=True), which
+    # the wrapper instruments: the helpers need no wrapper of their own (checked on openai 3.57).
+    client, _ = clients(server)
+    aclient = openai.AsyncOpenAI(base_url=base_url(server) + "/v1", api_key="t", max_retries=0)
+
+    @victor_otel.coordinator("Helpers")
+    async def helpers() -> list[str]:
+        texts = []
+        with client.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as chat:
+            texts.append(chat.get_final_completion().choices[0].message.content or "")
+        async with aclient.chat.completions.stream(model="gpt-4o", messages=MESSAGES) as achat:
+            texts.append("".join([e.delta async for e in achat if e.type == "content.delta"]))
+        with client.responses.stream(model="gpt-4o", input="hi") as response:
+            texts.append(response.get_final_response().output_text)
+        async with aclient.responses.stream(model="gpt-4o", input="hi") as aresponse:
+            texts.append((await aresponse.get_final_response()).output_text)
+        return texts
+
+    assert await helpers() == ["".join(TEXT)] * 4
+    labels = {"coordinator": "Helpers", "provider": "openai", "model": "gpt-4o"}
+    samples = scrape()
+    assert value(samples, "victor_llm_requests_total", **labels, operation="chat") == 4
+    assert value(samples, "victor_llm_errors_total", **labels, operation="chat") == 0
+    assert value(samples, "victor_llm_time_to_first_token_seconds_count", **labels, operation="chat") == 4
+    chat_input, chat_output, _ = OPENAI_USAGE
+    responses_input, responses_output, _ = RESPONSES_USAGE
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="input") == (
+        2 * chat_input + 2 * responses_input)
+    assert value(samples, "victor_llm_tokens_total", **labels, token_type="output") == (
+        2 * chat_output + 2 * responses_output)
+
+
 def test_openai_responses_broken_stream_is_one_error(llm: Any, server: Any, spans: InMemorySpanExporter) -> None:
     client, _ = clients(server)
     with pytest.raises(Exception) as raised:

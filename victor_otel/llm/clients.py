@@ -9,9 +9,11 @@ What is wrapped (sync and async classes alike): openai ``chat.completions.create
 (the context-manager helper). A streamed call (``stream=True``, or ``messages.stream()``) is ended when its
 stream is exhausted, fails or is closed, with its first chunk as time to first token. An openai chat stream
 sends usage only when asked (``stream_options={"include_usage": True}``): when the caller passed no
-``stream_options`` at all, the wrapper asks for it and hides the extra usage-only chunk that it adds, so
-that the caller's loop sees the chunks it would have seen and the call still has its tokens; any
-``stream_options`` the caller passes is left as it is. The clients' own retries happen inside one call: a
+``stream_options`` at all (or openai's "not given" sentinel), the wrapper asks for it and hides the extra
+usage-only chunk that it adds, so that the caller's loop sees the chunks it would have seen and the call
+still has its tokens; any ``stream_options`` the caller passes is left as it is. openai's
+``chat.completions.stream()`` and ``responses.stream()`` helpers call ``create(stream=True)``: they are
+counted through it. The clients' own retries happen inside one call: a
 call is counted once, with its final outcome.
 
 ``messages.stream()`` reads the raw event stream through the private attribute ``_raw_stream`` of
@@ -297,11 +299,21 @@ def _start(provider: str, api: str, resource: Any, kwargs: dict[str, Any], strea
 
 
 def _ask_for_usage(api: str, kwargs: dict[str, Any]) -> bool:
-    """An openai chat stream without ``stream_options``: ask for usage (True: hide the chunk it adds)."""
-    if api == "chat" and kwargs.get("stream") and "stream_options" not in kwargs:
+    """An openai chat stream without ``stream_options``: ask for usage (True: hide the chunk it adds).
+
+    Not given is also openai's own "not given" sentinel (``omit`` / ``NOT_GIVEN``, both falsy), which its
+    ``chat.completions.stream()`` helper passes on to ``create``."""
+    if api == "chat" and kwargs.get("stream") and _not_given(kwargs.get("stream_options", _ABSENT)):
         kwargs["stream_options"] = {"include_usage": True}
         return True
     return False
+
+
+_ABSENT = object()
+
+
+def _not_given(value: object) -> bool:
+    return value is _ABSENT or type(value).__name__ in ("Omit", "NotGiven")
 
 
 def _settled(call: LLMCall, result: Any, api: str, stream_type: type[_StreamBase], hide_usage: bool) -> Any:
