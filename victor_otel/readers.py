@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics.export import (
@@ -28,10 +28,6 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric as PrometheusMetric
 
 from victor_otel._version import __version__
-
-if TYPE_CHECKING:  # the logs SDK is imported only when a logs exporter is configured
-
-    pass  # imported only when the /debug pages are on
 
 SCOPE = InstrumentationScope("victor_otel", __version__)
 _logger = logging.getLogger("victor_otel")
