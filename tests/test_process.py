@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -31,7 +32,8 @@ def test_a_cpu_reading_is_reused_within_its_interval(monkeypatch: pytest.MonkeyP
     calls: list[None] = []
     monkeypatch.setattr(sampler._process, "cpu_percent", lambda interval=None: calls.append(None) or 42.0)
     monkeypatch.setattr(process, "CPU_INTERVAL", 3600.0)
-    sampler._cpu = (1.0, 0.0)  # measured long ago
+    sampler._cpu = (1.0, time.monotonic() - 7200.0)  # measured two intervals ago (not at 0.0: a fresh
+    # machine's monotonic clock is its uptime, below one interval: it failed on a machine up for 20 min)
     assert sampler.sample().cpu_percent == 42.0
     assert [sampler.sample().cpu_percent for _ in range(5)] == [42.0] * 5
     assert len(calls) == 1  # probes in a storm share one interval
