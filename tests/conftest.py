@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -67,6 +68,30 @@ def record(coordinator: str, method: str, duration: float, error: str | None = N
     """Record one execution with an exact duration, as the decorators do."""
     series, window = get_registry().method_series(coordinator, method)
     series.record(duration, error, False, window)
+
+
+class CountedWork:
+    """A decorated ``work(i)`` on ``coordinator`` (negative ``i`` raises), for the multi-process and fork
+    tests: ``work``, ``fail`` (one counted error) and ``executions`` (its executions_total in a scrape)."""
+
+    def __init__(self, coordinator: str) -> None:
+        self.coordinator = coordinator
+
+        @victor_otel.instrument(coordinator=coordinator, method="work")
+        def work(i: int) -> int:
+            if i < 0:
+                raise ValueError("negative")
+            return i
+
+        self.work = work
+
+    def fail(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.work(-1)
+
+    def executions(self, samples: dict[Any, float] | None = None) -> float | None:
+        return value(samples or scrape(), "victor_coordinator_executions_total", coordinator=self.coordinator,
+                     method="work")
 
 
 def in_child(body: Callable[[], dict[str, Any]], timeout: float = 30.0) -> dict[str, Any]:

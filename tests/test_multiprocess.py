@@ -8,7 +8,6 @@ tests/test_reliability_shutdown.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from pathlib import Path
@@ -17,27 +16,15 @@ from typing import Any
 import pytest
 
 import victor_otel
-from tests.conftest import in_child, record, scrape, value
+from tests.conftest import CountedWork, in_child, record, scrape, value
 from victor_otel import multiprocess
 
 EXECUTIONS = "victor_coordinator_executions_total"
 LATENCY_COUNT = "victor_coordinator_latency_seconds_count"
 
 
-@victor_otel.instrument(coordinator="WorkerCoordinator", method="work")
-def work(i: int) -> int:
-    if i < 0:
-        raise ValueError("negative")
-    return i
-
-
-def fail() -> None:
-    with contextlib.suppress(ValueError):
-        work(-1)
-
-
-def executions(samples: dict[Any, float] | None = None) -> float | None:
-    return value(samples or scrape(), EXECUTIONS, coordinator="WorkerCoordinator", method="work")
+_counted = CountedWork("WorkerCoordinator")
+work, fail, executions = _counted.work, _counted.fail, _counted.executions
 
 
 def test_every_workers_counts_are_summed_whichever_process_answers(tmp_path: Path) -> None:

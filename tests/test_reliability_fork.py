@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import victor_otel
-from tests.conftest import in_child, scrape, value
+from tests.conftest import CountedWork, in_child
 from tests.faults import FaultServer, wait_for
 from victor_otel import bootstrap, process
 from victor_otel.registry import get_registry
@@ -28,20 +28,8 @@ EXECUTIONS = "victor_coordinator_executions_total"
 LATENCY_COUNT = "victor_coordinator_latency_seconds_count"
 
 
-@victor_otel.instrument(coordinator="ForkCoordinator", method="work")
-def work(i: int) -> int:
-    if i < 0:
-        raise ValueError("negative")
-    return i
-
-
-def fail() -> None:
-    with contextlib.suppress(ValueError):
-        work(-1)
-
-
-def executions(samples: dict[Any, float] | None = None) -> float | None:
-    return value(samples or scrape(), EXECUTIONS, coordinator="ForkCoordinator", method="work")
+_counted = CountedWork("ForkCoordinator")
+work, fail, executions = _counted.work, _counted.fail, _counted.executions
 
 
 @pytest.fixture
