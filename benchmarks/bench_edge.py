@@ -214,7 +214,7 @@ def measure(quick: bool) -> dict[str, list[tuple[float, float]]]:
                                               envs[setup], ready_path="/chat"))
             for setup in SETUPS
         }
-        for process, url in servers.values():  # warm up: imports, first spans, connections
+        for _, url in servers.values():  # warm up: imports, first spans, connections
             asyncio.run(_load(url, max(number // 5, CONCURRENCY)))
         for i in range(rounds):
             order = SETUPS[i % len(SETUPS):] + SETUPS[:i % len(SETUPS)]

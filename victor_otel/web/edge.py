@@ -15,6 +15,7 @@ Paths under ``excluded`` (``/metrics``, ``/health``, ``/debug``) get request IDs
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextvars import Token
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from victor_otel.web import httpmetrics
 from victor_otel.web.requestid import HEADER_BYTES, SCOPE_KEY, Exchange, choose_request_id, with_header
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -78,7 +80,7 @@ class EdgeMiddleware:
             httpmetrics.attach(telemetry)
         self._attached_to = telemetry
 
-    def _own_context(self, scope: Scope, exchange: Exchange) -> object:
+    def _own_context(self, scope: Scope, exchange: Exchange) -> Token[Context]:
         """Spans off: extract the incoming trace context, choose the request ID, attach both; the token."""
         textmap = propagate.get_global_textmap()
         if textmap is not self._textmap:
