@@ -308,7 +308,8 @@ def _rebuild(exporter: Any, signal: str, settings: Settings) -> Callable[[], Any
 #: Spans per export batch unless OTEL_BSP_MAX_EXPORT_BATCH_SIZE says otherwise (the SDK's default is 512).
 #: The batch thread encodes a whole batch holding the GIL: 512 spans stall the event loop for milliseconds
 #: at a time, which is what set the p99 of requests under load; 64 spread the same work in short slices
-#: (benchmarks H3 and L1: p99 at 8 clients from about 5.8x bare to about 2.8x).
+#: (16, 32, 64 and 512 measured side by side: 64 had the lowest p99 and nearly the lowest CPU; see
+#: docs/performance.md, "The HTTP edge").
 SPAN_BATCH_SIZE = 64
 #: Log records per export batch unless OTEL_BLRP_MAX_EXPORT_BATCH_SIZE says otherwise (the SDK's default).
 LOG_BATCH_SIZE = 512
