@@ -19,7 +19,7 @@ from benchmarks.harness import QUICK_ROUNDS, ROUNDS, Result
 
 HERE = Path(__file__).resolve().parent
 #: Cheap, in-process cases first; the ones that start processes, servers and exporters last.
-ORDER = ("decorator", "render", "logs", "health", "cardinality", "import", "export")
+ORDER = ("decorator", "render", "logs", "health", "cardinality", "import", "export", "load", "edge")
 
 
 def discover(only: set[str] | None) -> list[str]:

@@ -20,21 +20,16 @@ Run alone: ``python -m benchmarks --only load`` (``--quick`` for a smoke run).
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Result, compare_rounds, ratio_result, rounds_for
+from benchmarks.serving import get, served
 
-ROOT = Path(__file__).resolve().parents[1]
 CONCURRENCY = 8  # moderate load: the bare app is far from saturated on 2 cores
 SATURATION = 50
 LIMIT_P99 = 1.25
@@ -80,57 +75,10 @@ def bare_app() -> Any:
     return _chat_app(False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def _server(factory: str, env: dict[str, str]) -> Iterator[str]:
-    import httpx
-
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", f"benchmarks.bench_load:{factory}", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/chat", timeout=1)
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{factory} did not start") from None
-                time.sleep(0.1)
+    with served(f"benchmarks.bench_load:{factory}", env, ready_path="/chat") as (_, url):
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
-
-async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: str) -> int:
-    """One keep-alive HTTP/1.1 GET on an open connection; returns the status. (httpx's pool, not the server,
-    becomes the bottleneck at 50 concurrent requests on 2 cores: this client costs next to nothing.)"""
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return status
 
 
 async def _load(url: str, number: int) -> list[float]:
@@ -145,8 +93,8 @@ async def _load(url: str, number: int) -> list[float]:
         tick = 0
         while not done.is_set():
             if tick % 2 == 0:
-                await _get(reader, writer, "/metrics")
-            await _get(reader, writer, "/health/ready")
+                await get(reader, writer, "/metrics")
+            await get(reader, writer, "/health/ready")
             tick += 1
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(done.wait(), 0.5)
@@ -156,7 +104,7 @@ async def _load(url: str, number: int) -> list[float]:
         reader, writer = await asyncio.open_connection(host, int(port))
         for i in range(first, first + count):
             start = time.perf_counter()
-            status = await _get(reader, writer, f"/chat?message={i}")
+            status = await get(reader, writer, f"/chat?message={i}")
             latencies.append(time.perf_counter() - start)
             if status != 200:
                 raise RuntimeError(f"/chat answered {status}")

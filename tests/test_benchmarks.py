@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CASES = ("P1", "P1 debug", "P1 async", "P2", "P2 async", "P3", "P5", "P5b", "P6", "import")
+CASES = ("P1", "P1 debug", "P1 async", "P2", "P2 async", "P3", "P5", "P5b", "P6", "import", "H1", "H2", "H3")
 
 
 def test_every_case_runs_and_reports_a_verdict() -> None:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 import victor_otel
 from victor_otel import context, logs
+from victor_otel.web import requestid
 
 GENERATED = re.compile(r"^[0-9a-f]{32}$")
 HOSTILE = [
@@ -270,7 +271,7 @@ async def test_the_middleware_alone_does_everything() -> None:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         assert victor_otel.get_request_id() == "solo-1"
 
-    middleware = context.RequestIdMiddleware(inner)
+    middleware = requestid.RequestIdMiddleware(inner)
     status, headers, _ = await call(middleware, [(b"x-request-id", b"solo-1")])
     assert status == 204 and headers[b"x-request-id"] == b"solo-1"
     assert victor_otel.get_request_id() is None

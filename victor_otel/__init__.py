@@ -51,7 +51,7 @@ if TYPE_CHECKING:
         get_prometheus_exporter,
     )
     from victor_otel.config import Settings
-    from victor_otel.context import RequestIdMiddleware, extract, get_request_id, inject, request_context
+    from victor_otel.context import extract, get_request_id, inject, request_context
     from victor_otel.exposition import MetricsServer
     from victor_otel.llm import LLMCall, llm_call
     from victor_otel.logs import (
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from victor_otel.redaction import Redactor, redact
     from victor_otel.startup import render, start_metrics_server
     from victor_otel.web import instrument_app, metrics_endpoint, setup_health_endpoints
+    from victor_otel.web.requestid import RequestIdMiddleware
 
 #: Public name -> the module that defines it, imported on first access (PEP 562).
 _LAZY = {
@@ -74,7 +75,8 @@ _LAZY = {
         "compat",
     ),
     "Settings": "config",
-    **dict.fromkeys(("RequestIdMiddleware", "extract", "get_request_id", "inject", "request_context"), "context"),
+    **dict.fromkeys(("extract", "get_request_id", "inject", "request_context"), "context"),
+    "RequestIdMiddleware": "web.requestid",
     "MetricsServer": "exposition",
     **dict.fromkeys(("render", "start_metrics_server"), "startup"),
     **dict.fromkeys(("HealthReport", "Thresholds"), "checks.model"),

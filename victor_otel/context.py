@@ -4,10 +4,11 @@ The request ID lives in the OpenTelemetry context as the baggage entry ``request
 propagates trace context (the instrumented httpx client, :func:`inject` / :func:`extract` for queues)
 carries it to the next service, and every log record written in the request carries it too.
 
-At the HTTP edge, :class:`RequestIdMiddleware` (added by ``instrument_app``) accepts ``X-Request-ID``
-only when it is a sane token (at most 128 characters of ``[A-Za-z0-9._:-]``), else takes the one that
-arrived in baggage, else generates one; it puts the ID in baggage and on the server span
-(``victor.request_id``) and echoes it in the response's ``X-Request-ID``.
+At the HTTP edge (:mod:`victor_otel.web.requestid`, :mod:`victor_otel.web.edge`, both added by
+``instrument_app``) ``X-Request-ID`` is accepted only when it is a sane token (at most 128 characters of
+``[A-Za-z0-9._:-]``), else the one that arrived in baggage is taken, else one is generated; the ID goes
+into baggage and on the server span (``victor.request_id``) and is echoed in the response's
+``X-Request-ID``.
 
 Everything that is not HTTP uses :func:`request_context`:
 
@@ -30,22 +31,19 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
-import uuid
 from collections.abc import MutableMapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from opentelemetry import baggage, trace
+from opentelemetry import baggage
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import CarrierT, Getter, TextMapPropagator, default_getter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-if TYPE_CHECKING:  # annotations only: request IDs work without Starlette; instrument_app() says it needs it
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: The baggage entry (and log field) holding the request ID.
 BAGGAGE_KEY = "request_id"
@@ -55,9 +53,7 @@ HEADER = "X-Request-ID"
 SPAN_ATTRIBUTE = "victor.request_id"
 MAX_LENGTH = 128
 
-_HEADER_BYTES = HEADER.lower().encode("ascii")
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_SCOPE_KEY = "victor_otel.request_id"  # the outer echo layer's holder, in the ASGI scope
 _logger = logging.getLogger("victor_otel")
 
 _quiet = contextvars.ContextVar("victor_otel_quiet_baggage", default=False)
@@ -133,8 +129,9 @@ def valid_request_id(value: object) -> str | None:
 
 
 def new_request_id() -> str:
-    """A fresh request ID: 32 random hexadecimal characters."""
-    return uuid.uuid4().hex
+    """A fresh request ID: 32 random hexadecimal characters (128 random bits; ``os.urandom`` costs about
+    half of ``uuid4().hex``, which spends its time building a UUID object)."""
+    return os.urandom(16).hex()
 
 
 def get_request_id(context: Context | None = None) -> str | None:
@@ -211,93 +208,3 @@ class request_context:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.__exit__(exc_type, exc, tb)
-
-
-# -- ASGI -------------------------------------------------------------------------------------------
-
-
-def _with_header(message: Message, request_id: str) -> Message:
-    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != _HEADER_BYTES]
-    headers.append((_HEADER_BYTES, request_id.encode("ascii")))
-    return {**message, "headers": headers}
-
-
-class RequestIdMiddleware:
-    """ASGI middleware: choose the request ID, put it in baggage and on the server span, echo it.
-
-    Place it inside the OpenTelemetry server middleware (``instrument_app`` does), so that the server
-    span is current and the incoming ``traceparent`` / ``baggage`` are already extracted. The ID is the
-    incoming ``X-Request-ID`` when it is a sane token, else the ``request_id`` that arrived in baggage
-    when sane, else a new one. Anything else in the header is ignored: it never reaches a log.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = None
-        for name, value in scope.get("headers", ()):
-            if name == _HEADER_BYTES:
-                if len(value) <= MAX_LENGTH:
-                    request_id = valid_request_id(value.decode("latin-1"))
-                break
-        request_id = request_id or get_request_id() or new_request_id()
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.set_attribute(SPAN_ATTRIBUTE, request_id)
-        holder = scope.get(_SCOPE_KEY)
-        if isinstance(holder, list):
-            holder.append(request_id)  # the outer echo layer adds the header, even to error responses
-            inner_send = send
-        else:
-
-            async def inner_send(message: Message) -> None:
-                if message["type"] == "http.response.start":
-                    message = _with_header(message, request_id)
-                await send(message)
-
-        token = otel_context.attach(with_request_id(request_id))
-        try:
-            await self.app(scope, receive, inner_send)
-        finally:
-            otel_context.detach(token)
-
-
-class RequestIdEchoMiddleware:
-    """Outermost ASGI layer: echo the request ID chosen further in, on every response.
-
-    Responses written by layers outside :class:`RequestIdMiddleware` (Starlette's
-    ``ServerErrorMiddleware`` turning an unhandled exception into a 500) get the header too.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        holder: list[str] = []
-
-        async def echo(message: Message) -> None:
-            if message["type"] == "http.response.start" and holder:
-                message = _with_header(message, holder[-1])
-            await send(message)
-
-        await self.app({**scope, _SCOPE_KEY: holder}, receive, echo)
-
-
-def echo_request_id(app: Any) -> None:
-    """Wrap a Starlette app's middleware stack in :class:`RequestIdEchoMiddleware` (once its stack is built).
-
-    Call it after every other change to ``build_middleware_stack`` (``FastAPIInstrumentor`` patches it).
-    """
-    build = app.build_middleware_stack
-
-    def build_with_echo() -> ASGIApp:
-        return RequestIdEchoMiddleware(build())
-
-    app.build_middleware_stack = build_with_echo

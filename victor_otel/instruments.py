@@ -317,3 +317,44 @@ GENAI_TIME_TO_FIRST_CHUNK = MetricSpec(
     "Time to receive the first chunk of a streamed response.", buckets=GENAI_DURATION_BUCKETS,
 )
 GENAI_CONTRACT: tuple[MetricSpec, ...] = (GENAI_TOKEN_USAGE, GENAI_OPERATION_DURATION, GENAI_TIME_TO_FIRST_CHUNK)
+
+
+# -- HTTP server metrics (victor_otel.web.httpmetrics) ---------------------------------------------
+# The OpenTelemetry semantic-convention series the ASGI / FastAPI instrumentation used to record, now
+# pre-aggregated at the edge: same names, units, buckets and bounded attributes (checked against the
+# installed opentelemetry-instrumentation-asgi by tests/test_httpmetrics.py). Not in CONTRACT: which
+# families appear depends on OTEL_SEMCONV_STABILITY_OPT_IN, and their names are OpenTelemetry's, not ours.
+
+#: ``http.server.duration`` (ms): the SDK's default explicit bucket boundaries, which the instrumentation
+#: left in force (it records whole milliseconds).
+HTTP_DURATION_BUCKETS_MS: tuple[float, ...] = (
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0, 10000.0,
+)
+#: ``http.server.request.duration`` (s): the stable HTTP conventions' advisory boundaries.
+HTTP_DURATION_BUCKETS_S: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+#: The old conventions (the default, and ``http/dup``): ``http.target`` is the route template, present only
+#: when a route matched.
+HTTP_SERVER_DURATION = MetricSpec(
+    "http.server.duration", Kind.HISTOGRAM, "ms",
+    ("http.method", "http.scheme", "http.flavor", "http.status_code", "http.target"),
+    "Measures the duration of inbound HTTP requests.", buckets=HTTP_DURATION_BUCKETS_MS,
+)
+#: The stable conventions (``OTEL_SEMCONV_STABILITY_OPT_IN=http`` or ``http/dup``): ``http.route`` only when
+#: a route matched, ``error.type`` (the status code) on 5xx responses.
+HTTP_SERVER_REQUEST_DURATION = MetricSpec(
+    "http.server.request.duration", Kind.HISTOGRAM, "s",
+    ("http.request.method", "url.scheme", "network.protocol.version", "http.response.status_code", "http.route",
+     "error.type"),
+    "Duration of HTTP server requests.", buckets=HTTP_DURATION_BUCKETS_S,
+)
+#: An UpDownCounter (a non-monotonic sum, a gauge in Prometheus). Labels: ``http.method``, ``http.scheme``,
+#: ``http.flavor`` (old conventions) and / or ``http.request.method``, ``url.scheme`` (stable ones).
+HTTP_SERVER_ACTIVE_REQUESTS = MetricSpec(
+    "http.server.active_requests", Kind.GAUGE, "{request}",
+    ("http.method", "http.scheme", "http.flavor", "http.request.method", "url.scheme"),
+    "Number of active HTTP server requests.",
+)
+HTTP_CONTRACT: tuple[MetricSpec, ...] = (HTTP_SERVER_DURATION, HTTP_SERVER_REQUEST_DURATION,
+                                         HTTP_SERVER_ACTIVE_REQUESTS)

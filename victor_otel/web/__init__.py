@@ -1,19 +1,26 @@
-"""Every ASGI piece: ``instrument_app(app)`` (server spans, request IDs, drain on SIGTERM) and the routes
-it adds: ``/metrics`` (:mod:`.metrics`), ``/health*`` (:mod:`.health`) and ``/debug``."""
+"""Every ASGI piece: ``instrument_app(app)`` (server spans, HTTP metrics and request IDs at the edge, drain
+on SIGTERM) and the routes it adds: ``/metrics`` (:mod:`.metrics`), ``/health*`` (:mod:`.health`) and
+``/debug``. The layers around the app: :mod:`.edge` (outermost), :mod:`.requestid`, :mod:`.httpmetrics`."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.metrics import NoOpMeterProvider
+
 from victor_otel import bootstrap, debugpages
-from victor_otel.context import RequestIdMiddleware, echo_request_id
 from victor_otel.errors import VictorOtelConfigError, VictorOtelInitError
-from victor_otel.web import lifespan
+from victor_otel.web import httpmetrics, lifespan
+from victor_otel.web.edge import EdgeMiddleware
 from victor_otel.web.health import health_endpoint, setup_health_endpoints
 from victor_otel.web.metrics import metrics_endpoint
+from victor_otel.web.requestid import RequestIdMiddleware
 
-#: Paths that get no server span (probes and scrapes would drown the traces).
+#: Paths that get no server span (probes and scrapes would drown the traces): regular expressions the
+#: OpenTelemetry instrumentation searches the URL for.
 EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed,/debug"
+#: Paths (and everything under them) that get no HTTP server metrics.
+EXCLUDED_PATHS = ("/metrics", "/health", "/debug")
 #: The ASGI instrumentation's per-message ``http send`` / ``http receive`` spans: three spans a request
 #: that say little the server span does not, and cost most of its per-request overhead.
 EXCLUDED_SPANS: list[Any] = ["receive", "send"]
@@ -41,28 +48,35 @@ def instrument_app(app: Any, *, metrics_path: str = "/metrics") -> Any:
     setup_health_endpoints(app)
     _add_debug_pages(app)
     telemetry = bootstrap.current()
-    tracer_provider = telemetry.tracer_provider if telemetry is not None else None
-    meter_provider = telemetry.meter_provider if telemetry is not None else None
-    # Added before the server-span middleware, so it runs inside it: the request ID lands on that span.
-    app.add_middleware(RequestIdMiddleware)
-    if _is_fastapi(app):
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    if telemetry is not None:
+        httpmetrics.attach(telemetry)
+    # Spans unless init() ran with tracing off (before init(), the global provider decides later, as before).
+    spans = telemetry is None or telemetry.tracer_provider is not None
+    _turn_off_fastapi_telemetry(app)
+    if spans:
+        tracer_provider = telemetry.tracer_provider if telemetry is not None else None
+        # The server span only: the HTTP metrics are the edge's (pre-aggregated), not SDK instruments.
+        no_metrics = NoOpMeterProvider()
+        # Added before the server-span middleware, so it runs inside it: the request ID lands on that span.
+        app.add_middleware(RequestIdMiddleware)
+        if _is_fastapi(app):
+            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=tracer_provider, meter_provider=meter_provider, excluded_urls=EXCLUDED_URLS,
-            exclude_spans=EXCLUDED_SPANS,
-        )
-    else:
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+            FastAPIInstrumentor.instrument_app(
+                app, tracer_provider=tracer_provider, meter_provider=no_metrics, excluded_urls=EXCLUDED_URLS,
+                exclude_spans=EXCLUDED_SPANS,
+            )
+        else:
+            from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-        app.add_middleware(
-            OpenTelemetryMiddleware,
-            tracer_provider=tracer_provider,
-            meter_provider=meter_provider,
-            excluded_urls=EXCLUDED_URLS,
-            exclude_spans=EXCLUDED_SPANS,
-        )
-    echo_request_id(app)  # outermost: X-Request-ID on every response, unhandled-error 500s included
+            app.add_middleware(
+                OpenTelemetryMiddleware,
+                tracer_provider=tracer_provider,
+                meter_provider=no_metrics,
+                excluded_urls=EXCLUDED_URLS,
+                exclude_spans=EXCLUDED_SPANS,
+            )
+    _add_edge(app, spans=spans, excluded=(*EXCLUDED_PATHS, metrics_path))
     return app
 
 
@@ -102,6 +116,28 @@ def _add_debug_pages(app: Any) -> None:
         app.add_route(path, debug, methods=["GET", "HEAD"], include_in_schema=False)
 
 
+def _add_edge(app: Any, *, spans: bool, excluded: tuple[str, ...]) -> None:
+    """Wrap the app's middleware stack, once it is built, in :class:`EdgeMiddleware` (outermost: it sees
+    the 500 that Starlette's ``ServerErrorMiddleware`` makes of an unhandled error). Called after every
+    other change to ``build_middleware_stack`` (``FastAPIInstrumentor`` patches it)."""
+    build = app.build_middleware_stack
+
+    def build_with_edge() -> Any:
+        return EdgeMiddleware(build(), spans=spans, excluded=excluded)
+
+    app.build_middleware_stack = build_with_edge
+
+
+def _turn_off_fastapi_telemetry(app: Any) -> None:
+    """FastAPI's own OpenTelemetry (``FastAPI(telemetry=...)``, FastAPI 0.16x) would record the same
+    requests again: a second server span and SDK-instrument HTTP metrics once init() installed global
+    providers. ``app._telemetry`` is its configuration dict (checked on FastAPI 0.165); older releases
+    have none and nothing is done."""
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict):
+        config.update(tracing=False, metrics=False, logs=False)
+
+
 def _is_fastapi(app: Any) -> bool:
     try:
         from fastapi import FastAPI
@@ -110,5 +146,5 @@ def _is_fastapi(app: Any) -> bool:
     return isinstance(app, FastAPI)
 
 
-__all__ = ["EXCLUDED_SPANS", "EXCLUDED_URLS", "health_endpoint", "instrument_app", "metrics_endpoint",
-           "setup_health_endpoints"]
+__all__ = ["EXCLUDED_PATHS", "EXCLUDED_SPANS", "EXCLUDED_URLS", "RequestIdMiddleware", "health_endpoint",
+           "instrument_app", "metrics_endpoint", "setup_health_endpoints"]
