@@ -287,7 +287,8 @@ def test_with_spans_off_no_opentelemetry_middleware_runs_and_trace_context_still
                 "trace_id": format(trace.get_current_span().get_span_context().trace_id, "032x")}
 
     victor_otel.instrument_app(app)
-    assert app._telemetry["tracing"] is False and app._telemetry["metrics"] is False
+    native = getattr(app, "_telemetry", None)  # FastAPI's own telemetry (recent releases only) is off
+    assert native is None or (native["tracing"] is False and native["metrics"] is False)
     trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     with TestClient(app) as client:
         body = client.get("/downstream", headers={
