@@ -3,7 +3,8 @@
 P5b: 100,000 distinct *coordinator* names through the seed's ``track_execution`` with
 ``setup_coordinator_logging`` active (records filtered out, as at the default success level): past the cap
 nothing a name can create is kept (series, loggers), RSS growth stays bounded, and a call past the cap
-costs at most 2x a call within it (both timed in the same child process, interleaved).
+costs at most 1.2x a call within it (both timed on the thread's CPU clock in the same child process,
+interleaved): past the cap a call takes no registry-wide lock, nor the logging module's.
 
 ``track("BenchCoordinator", name)`` with 100,000 names, 1,000,000 calls, metrics only, default cap
 (1,000). Checked afterwards: ``/metrics`` shows exactly cap + 1 ``executions_total`` series (the extra
@@ -22,12 +23,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from time import perf_counter
+from time import perf_counter, thread_time
 
 from benchmarks.harness import Result
 
 CALLS, NAMES, CAP, GROWTH_MB = 1_000_000, 100_000, 1_000, 20.0
-PAST_CAP_RATIO = 2.0
+PAST_CAP_RATIO = 1.2
 EXECUTIONS = "victor_coordinator_executions_total"
 
 
@@ -92,14 +93,14 @@ def _coordinators_child(names: int) -> dict[str, float]:
     within_s = past_s = 0.0
     chunk = max(1, names // 10)
     for start in range(0, names, chunk):  # interleaved: both see the same machine
-        t = perf_counter()
+        t = thread_time()  # CPU time: time descheduled while other processes run is not a call's cost
         for i in range(start, start + chunk):
             collector.track_execution(admitted[i % CAP], 1.0)
-        within_s += perf_counter() - t
-        t = perf_counter()
+        within_s += thread_time() - t
+        t = thread_time()
         for name in past[start:start + chunk]:
             collector.track_execution(name, 1.0)
-        past_s += perf_counter() - t
+        past_s += thread_time() - t
     body = victor_otel.render()[0].decode()
     gc.collect()
     after = process.memory_info().rss

@@ -1,17 +1,22 @@
 """P1 / P2 (sync and async): the cost of one decorated coordinator call against hand-written anchors.
 
 - P1: ``@coordinator`` with tracing on (always_on sampler, ``BatchSpanProcessor`` to an exporter that
-  discards) and every metric, against a bare ``tracer.start_as_current_span`` around the same function
-  on the same provider. Target: ratio <= 1.15. The note gives the floor: the same span content (the three
-  start attributes, ``victor.outcome`` included) written by hand with the SDK, no metrics, against the anchor.
-- P1 debug: what the /debug pages' recording (``TraceBuffer``, on with ``debug_pages``) adds to P1's
-  ratio: its cost per span of a P1 call over P1's anchor, timed against that anchor. Target: <= 0.03.
+  discards) and every metric, against the same span content written by hand with the SDK on the same
+  provider: ``tracer.start_span`` with the three start attributes (``victor.coordinator``,
+  ``victor.method``, ``victor.outcome``), made current, ended; no metrics. Target: ratio <= 1.08: all
+  that we add to the span (executions, latency histogram, sliding window, exemplar, the wrapper) costs at
+  most 8 % of the span a user would write by hand.
+- P1 bare (information): the same call against a bare ``tracer.start_as_current_span`` (no attributes),
+  the comparison P1 made before the span attributes became a product decision.
+- P1 debug: what the /debug pages' recording (``TraceBuffer``, on with ``debug_pages``) adds to P1 bare's
+  ratio: its cost per span of a P1 call over the bare span, timed against it. Target: <= 0.03.
   (Two whole P1 runs, with and without it, differ by more than that from noise alone.)
 - P2: ``@coordinator`` with tracing off (metrics only), against what a prometheus_client user writes by
   hand: ``perf_counter`` around the call, then a pre-bound ``Counter.labels(...).inc()`` and
   ``Histogram.labels(...).observe()`` (same buckets). Target: ratio <= 1.0.
 
-The async variants await an ``async def`` method inside one running event loop.
+The async variants await an ``async def`` method inside one running event loop. P1 against other
+instrumentation SDKs' decorators is ``bench_peer.py``.
 """
 
 from __future__ import annotations
@@ -26,14 +31,14 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 import victor_otel
-from benchmarks.harness import Comparison, Result, compare, compare_async, ratio_result, rounds_for
+from benchmarks.harness import Comparison, Result, compare, compare_async, info_result, ratio_result, rounds_for
 from victor_otel import bootstrap
 from victor_otel.instruments import LATENCY_BUCKETS
 from victor_otel.registry import get_registry
 from victor_otel.tracebuffer import TraceBuffer
 
 COORDINATOR, METHOD = "BenchCoordinator", "step"
-P1_LIMIT, P2_LIMIT = 1.15, 1.0
+P1_LIMIT, P2_LIMIT = 1.08, 1.0
 #: What recording for the /debug pages may add to the P1 ratio.
 DEBUG_RECORDING_BUDGET = 0.03
 
@@ -78,7 +83,8 @@ def _span_anchor(tracer: Any) -> tuple[Callable[[int], int], Callable[[int], Awa
     return anchor, aanchor
 
 
-def _same_span_by_hand(tracer: Any) -> Callable[[int], int]:
+def _same_span_by_hand(tracer: Any) -> tuple[Callable[[int], int], Callable[[int], Awaitable[int]]]:
+    """P1's anchor: our span's content (name, the three start attributes) written by hand, no metrics."""
     name = f"{COORDINATOR}.{METHOD}"
     attributes = {"victor.coordinator": COORDINATOR, "victor.method": METHOD, "victor.outcome": "success"}
 
@@ -91,7 +97,16 @@ def _same_span_by_hand(tracer: Any) -> Callable[[int], int]:
             context.detach(token)
             span.end()
 
-    return by_hand
+    async def aby_hand(x: int) -> int:
+        span = tracer.start_span(name, attributes=attributes)
+        token = context.attach(trace.set_span_in_context(span))
+        try:
+            return await _astep(x)
+        finally:
+            context.detach(token)
+            span.end()
+
+    return by_hand, aby_hand
 
 
 def _prometheus_anchor() -> tuple[Callable[[int], int], Callable[[int], Awaitable[int]]]:
@@ -168,10 +183,10 @@ def _debug_recording(anchor: Callable[[int], int], p1: Comparison, number: int, 
     harness = compare(feeding(nothing), lambda: anchor(1), number=number, rounds=rounds)
     added = c.ratio - harness.ratio
     return Result(
-        case="P1 debug", what="added to P1's ratio by the /debug pages' recording (per span / P1 anchor)",
+        case="P1 debug", what="added to P1 bare's ratio by the /debug pages' recording (per span / bare span)",
         ours=c.ours - harness.ours, anchor=c.anchor, target=f"<= +{DEBUG_RECORDING_BUDGET:g}",
         passed=added <= DEBUG_RECORDING_BUDGET, rounds=c.rounds, ratio=added,
-        note=f"P1 with it: about {p1.ratio + added:.2f}",
+        note=f"P1 bare with it: about {p1.ratio + added:.2f}",
     )
 
 
@@ -187,22 +202,27 @@ def run(quick: bool) -> list[Result]:
         )
         ours, aours = _ours_sync(), _ours_async()
         tracer = telemetry.tracer_provider.get_tracer("bench")
-        anchor, aanchor = _span_anchor(tracer)
-        by_hand = _same_span_by_hand(tracer)
-        c = compare(lambda: ours(1), lambda: anchor(1), number=traced_n, rounds=rounds)
-        floor = compare(lambda: by_hand(1), lambda: anchor(1), number=traced_n, rounds=rounds)
-        results.append(ratio_result("P1", "call, tracing on + metrics vs start_as_current_span", c, P1_LIMIT,
-                                    note=f"floor (same span by hand, no metrics): {floor.ratio:.2f}"))
-        results.append(_debug_recording(anchor, c, traced_n, rounds))
+        bare, abare = _span_anchor(tracer)
+        by_hand, aby_hand = _same_span_by_hand(tracer)
+        c = compare(lambda: ours(1), lambda: by_hand(1), number=traced_n, rounds=rounds)
+        results.append(ratio_result("P1", "call, tracing on + metrics vs the same span by hand", c, P1_LIMIT))
+        c_bare = compare(lambda: ours(1), lambda: bare(1), number=traced_n, rounds=rounds)
+        results.append(info_result("P1 bare", "call, tracing on + metrics vs start_as_current_span", c_bare))
+        results.append(_debug_recording(bare, c_bare, traced_n, rounds))
         telemetry = _fresh(
             service_name="bench", traces_exporter="none", sampler="always_on", debug_pages=False,
             span_processors=[BatchSpanProcessor(DiscardingSpanExporter())],
         )
         ours, aours = _ours_sync(), _ours_async()
-        anchor, aanchor = _span_anchor(telemetry.tracer_provider.get_tracer("bench"))
-        c = compare_async(lambda: aours(1), lambda: aanchor(1), number=traced_n, rounds=rounds)
-        results.append(ratio_result("P1 async", "async call, tracing on + metrics vs start_as_current_span",
+        tracer = telemetry.tracer_provider.get_tracer("bench")
+        bare, abare = _span_anchor(tracer)
+        by_hand, aby_hand = _same_span_by_hand(tracer)
+        c = compare_async(lambda: aours(1), lambda: aby_hand(1), number=traced_n, rounds=rounds)
+        results.append(ratio_result("P1 async", "async call, tracing on + metrics vs the same span by hand",
                                     c, P1_LIMIT))
+        c_bare = compare_async(lambda: aours(1), lambda: abare(1), number=traced_n, rounds=rounds)
+        results.append(info_result("P1 async bare", "async call, tracing on + metrics vs start_as_current_span",
+                                   c_bare))
 
         _fresh(service_name="bench", traces_exporter="none")
         ours, aours = _ours_sync(), _ours_async()

@@ -28,6 +28,9 @@ Clock = Callable[[], float]
 #: The default clock: CPU time of the calling thread.
 CPU: Clock = thread_time
 WALL: Clock = perf_counter
+#: The target of an informational row: a figure shown beside the others with no verdict ("info", target "-"),
+#: such as P1 against a bare span (the comparison P1 used to make) or a peer SDK that no target is set on.
+INFO = "-"
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,15 @@ class Result:
     ratio: float | None = None
     note: str = ""
 
+    @property
+    def info(self) -> bool:
+        """An informational row: no target, never a MISS."""
+        return self.target == INFO
+
+    @property
+    def verdict(self) -> str:
+        return "info" if self.info else "PASS" if self.passed else "MISS"
+
 
 @dataclass(frozen=True)
 class Comparison:
@@ -52,6 +64,7 @@ class Comparison:
     anchor: float
     ratio: float  # median of the per-round ratios ours / anchor
     rounds: int
+    ratios: tuple[float, ...] = ()  # the per-round ratios, for a case that pools rounds of several processes
 
 
 def ratio_result(case: str, what: str, c: Comparison, limit: float, note: str = "") -> Result:
@@ -59,6 +72,14 @@ def ratio_result(case: str, what: str, c: Comparison, limit: float, note: str = 
     return Result(
         case=case, what=what, ours=c.ours, anchor=c.anchor, target=f"<= {limit:g}",
         passed=c.ratio <= limit, rounds=c.rounds, ratio=c.ratio, note=note,
+    )
+
+
+def info_result(case: str, what: str, c: Comparison, note: str = "") -> Result:
+    """A Result shown for information: the ratio ``ours / anchor`` with no target."""
+    return Result(
+        case=case, what=what, ours=c.ours, anchor=c.anchor, target=INFO, passed=True, rounds=c.rounds,
+        ratio=c.ratio, note=note,
     )
 
 
@@ -74,11 +95,13 @@ def _time_calls(func: Callable[[], object], number: int, clock: Clock) -> float:
 
 
 def _summarise(pairs: list[tuple[float, float]]) -> Comparison:
+    ratios = tuple(o / a for o, a in pairs)
     return Comparison(
         ours=statistics.median(o for o, _ in pairs),
         anchor=statistics.median(a for _, a in pairs),
-        ratio=statistics.median(o / a for o, a in pairs),
+        ratio=statistics.median(ratios),
         rounds=len(pairs),
+        ratios=ratios,
     )
 
 

@@ -526,6 +526,19 @@ def test_prices_from_yaml_and_bad_tables_name_the_setting(tmp_path: Any) -> None
         victor_otel.init(traces_exporter="none", llm_prices=str(tmp_path / "missing.yaml"))
 
 
+def test_a_price_file_named_by_the_environment_names_its_variable(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The file is read after the settings are parsed: the error still says which variable to fix.
+    monkeypatch.setenv("VICTOR_OTEL_LLM_PRICES", "0")
+    with pytest.raises(VictorOtelConfigError, match=r"^llm_prices \(VICTOR_OTEL_LLM_PRICES\): cannot read '0'"):
+        victor_otel.init(traces_exporter="none")
+    (tmp_path / "prices.yaml").write_text("gpt-4o: {input: 2.5}\n")
+    monkeypatch.setenv("VICTOR_OTEL_LLM_PRICES", str(tmp_path / "prices.yaml"))
+    with pytest.raises(VictorOtelConfigError, match=r"^llm_prices \(VICTOR_OTEL_LLM_PRICES\): gpt-4o: keys"):
+        victor_otel.init(traces_exporter="none")
+
+
 def test_genai_prices_package_as_a_source() -> None:
     pytest.importorskip("genai_prices")
     table = PriceTable.parse("genai-prices")

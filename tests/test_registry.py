@@ -216,3 +216,88 @@ def test_cache_lookups_count_per_coordinator_and_feed_the_window(capotel: Captur
     assert capotel.metric("victor_coordinator_cache_hits_total", coordinator="Chat") == 3
     assert capotel.metric("victor_coordinator_cache_misses_total", coordinator="Chat") == 1
     assert capotel.metric("victor_coordinator_cache_hit_rate", coordinator="Chat") == 0.75
+
+
+def test_record_success_counts_what_record_counts(capotel: CapturedTelemetry) -> None:
+    registry = get_registry()
+    slow, _ = registry.method_series("Slow", "m")  # the general path
+    fast, _ = registry.method_series("Fast", "m")  # the success path every decorated call takes
+    for d in (0.001, 0.02, 0.3, 7.0, 100.0):
+        slow.record(d)
+        fast.record_success(d)
+    assert (fast.count, fast.sum, fast.buckets, fast.errors) == (slow.count, slow.sum, slow.buckets, slow.errors)
+    assert registry.coordinator("Fast").stats() == registry.coordinator("Slow").stats()
+    assert fast.exemplar_items() == []  # no trace: no exemplar
+
+
+@pytest.mark.capotel(cardinality_limit=1)
+def test_record_success_past_the_cap_feeds_the_callers_own_window(capotel: CapturedTelemetry) -> None:
+    registry = get_registry()
+    registry.method_series("Chat", "chat")
+    overflow, own = registry.method_series("Chat", "other")  # past the series cap, an admitted coordinator
+    assert own is registry.coordinator("Chat") and overflow.attributes["method"] == OVERFLOW_VALUE
+    overflow.record_success(0.01, own)
+    assert overflow.count == 1 and own.stats().calls == 1
+
+
+def test_exemplars_keep_the_latest_call_per_bucket_with_its_wall_time(capotel: CapturedTelemetry) -> None:
+    series, _ = get_registry().method_series("Chat", "chat")
+    before = time.time_ns()
+    series.record_success(0.001, None, trace_id=1, span_id=11)
+    series.record_success(0.002, None, trace_id=2, span_id=12)  # same bucket: the latest wins
+    series.record_success(0.3, None, trace_id=3, span_id=13)
+    series.offer_exemplar(9.0, trace_id=4, span_id=14)  # the path of a failed or cancelled call
+    after = time.time_ns()
+    assert [(v, t, s) for v, t, s, _ in series.exemplar_items()] == [(0.002, 2, 12), (0.3, 3, 13), (9.0, 4, 14)]
+    time.sleep(0.05)  # collected later: the wall time is still the call's, not the scrape's
+    (point,) = next(
+        m for rm in capotel.telemetry.collect().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+        if m.name == "victor.coordinator.latency"
+    ).data.data_points
+    assert [e.span_id for e in point.exemplars] == [12, 13, 14]
+    slack = 5_000_000  # the monotonic -> wall conversion at collection: float rounding, two clock reads
+    for exemplar in point.exemplars:
+        assert before - slack <= exemplar.time_unix_nano <= after + slack
+
+
+@pytest.mark.capotel(cardinality_limit=3)
+def test_calls_past_the_cap_take_no_registry_lock(capotel: CapturedTelemetry) -> None:
+    import threading
+
+    collector = victor_otel.get_coordinator_metrics_collector()
+    for i in range(3):
+        collector.track_execution(f"Admitted{i}", 1.0)
+    collector.track_execution("Past", 1.0)  # the first call past a cap warns, once, under the lock
+    for i in range(4):
+        collector.track_execution("Admitted1", 1.0, success=False, error_type=f"Warm{i}")
+    registry = get_registry()
+    errors: list[BaseException] = []
+
+    def calls(thread: int) -> None:
+        try:
+            for i in range(200):
+                collector.track_execution(f"Past{thread}_{i}", 1.0)
+                collector.track_execution("Admitted0", 1.0, method=f"new_{thread}_{i}")  # past the series cap
+                collector.track_execution("Admitted1", 1.0, success=False, error_type=f"E{thread}_{i}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    with registry._lock:  # held for the whole run: a call that wanted it would never finish
+        threads = [threading.Thread(target=calls, args=(t,), daemon=True) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        stuck = [t for t in threads if t.is_alive()]
+    assert not stuck and not errors
+    executions = "victor_coordinator_executions_total"
+    # one overflow series for new coordinators and new methods of admitted ones alike
+    assert capotel.metric(executions, coordinator=OVERFLOW_VALUE) == 1 + 4 * 400
+    assert capotel.metric(executions) == 3 + 1 + 4 + 4 * 600  # every call counted
+    by_type = "victor_coordinator_errors_by_type_total"
+    assert capotel.metric(by_type, error_type=OVERFLOW_VALUE) == 1 + 4 * 200
+    assert len(registry.coordinators) == 3 and len(registry.series) == 3
+    assert registry.coordinator("Admitted0").stats().calls == 1 + 4 * 200  # its own window saw its calls
+    warned = [w.record.getMessage() for w in capotel.logs(level="WARNING", message="more than 3 label sets")]
+    for family in ("coordinator;", "executions_total;", "errors_by_type_total;"):  # each once, before the run
+        assert sum(f"for {family}" in m or f"_{family}" in m for m in warned) == 1, (family, warned)

@@ -561,6 +561,18 @@ class Settings:
                 sources[option.name] = "default"
         return cls(**values, sources=sources)
 
+    def named(self, name: str) -> str:
+        """How an error found after parsing (a file that cannot be read) names setting ``name``: with the
+        environment variable it came from, when it did, so that the user knows what to change.
+
+        >>> Settings.from_sources({}, {"VICTOR_OTEL_LLM_PRICES": "prices.yaml"}).named("llm_prices")
+        'llm_prices (VICTOR_OTEL_LLM_PRICES)'
+        >>> Settings.from_sources({"llm_prices": "prices.yaml"}, {}).named("llm_prices")
+        'llm_prices'
+        """
+        source = self.sources.get(name, "default")
+        return name if source in ("argument", "default") else f"{name} ({source})"
+
     @property
     def resolved_version(self) -> str:
         return self.service_version or self.resource_attributes.get("service.version") or "unknown"

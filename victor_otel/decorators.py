@@ -30,7 +30,7 @@ from typing import Any, TypeVar, overload
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import Span, Status, StatusCode, TraceFlags
 
 from victor_otel.errors import VictorOtelConfigError
 from victor_otel.redaction import redact
@@ -45,6 +45,8 @@ OUTCOME_ERROR = "error"
 OUTCOME_CANCELLED = "cancelled"
 _MAX_NAME = 128
 _MARK = "__victor_otel_site__"
+#: The W3C trace flag "sampled" (``TraceFlags.SAMPLED``): tested with ``&`` on the hot path, not the property.
+_SAMPLED = int(TraceFlags.SAMPLED)
 #: Coordinator kinds: the GenAI conventions' operation and name attribute their spans also carry.
 _KINDS = {
     "agent": ("invoke_agent", "gen_ai.agent.name"),
@@ -125,6 +127,32 @@ class CallSite:
         self.series, self.generation = series, registry.generation
         return series
 
+    def succeeded(self, span: Span | None, token: object, duration: float) -> None:
+        """:meth:`finish` for a call that returned: the path of nearly every call of every decorated function,
+        kept to a few attribute reads and one registry update that also keeps the exemplar."""
+        try:
+            series = self.series
+            if series is None or self.generation != self.registry.generation:
+                series = self.bind()
+            if span is None:
+                series.record_success(duration, self.window)
+            else:
+                context = span.get_span_context()
+                if context.trace_flags & _SAMPLED:  # the latency bucket links to this call's trace (exemplar)
+                    series.record_success(duration, self.window, context.trace_id, context.span_id)
+                else:
+                    series.record_success(duration, self.window)
+            hook = _runtime.on_execution
+            if hook is not None:
+                try:
+                    hook(self, duration, None)
+                except Exception:  # telemetry must never break the application's call
+                    _logger.exception("victor_otel: the execution hook failed")
+        finally:
+            if span is not None:
+                otel_context.detach(token)  # type: ignore[arg-type]
+                span.end()
+
     def finish(
         self,
         span: Span | None,
@@ -133,24 +161,21 @@ class CallSite:
         exc: BaseException | None,
     ) -> None:
         """Record the outcome once, emit the execution hook while the span is current, end the span."""
-        # Every call of every decorated function comes through here: the success path is kept to a
-        # handful of attribute reads, one registry update and (with tracing) the bucket's exemplar.
+        if exc is None:
+            self.succeeded(span, token, duration)
+            return
         try:
             series = self.series
             if series is None or self.generation != self.registry.generation:
                 series = self.bind()
-            if exc is None:
-                series.record(duration, None, False, self.window)
+            if isinstance(exc, Exception):
+                series.record(duration, error_type_of(exc), False, self.window)
             else:
-                if isinstance(exc, Exception):
-                    series.record(duration, error_type_of(exc), False, self.window)
-                else:
-                    series.record(duration, None, True, self.window)
-                if span is not None:
-                    _annotate(span, exc)
-            if span is not None:  # the latency bucket links to this call's trace (OTLP exemplars)
+                series.record(duration, None, True, self.window)
+            if span is not None:
+                _annotate(span, exc)
                 context = span.get_span_context()
-                if context.trace_flags.sampled:
+                if context.trace_flags & _SAMPLED:
                     series.offer_exemplar(duration, context.trace_id, context.span_id)
             hook = _runtime.on_execution
             if hook is not None:
@@ -238,7 +263,7 @@ def _wrap_sync(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
             raise
         finally:
             current_coordinator.reset(entered)
-        site.finish(span, token, perf_counter() - start, None)
+        site.succeeded(span, token, perf_counter() - start)
         return result
 
     return wrapper
@@ -261,7 +286,7 @@ def _wrap_async(func: Callable[..., Any], site: CallSite) -> Callable[..., Any]:
             raise
         finally:
             current_coordinator.reset(entered)
-        site.finish(span, token, perf_counter() - start, None)
+        site.succeeded(span, token, perf_counter() - start)
         return result
 
     return wrapper

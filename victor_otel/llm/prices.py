@@ -51,10 +51,10 @@ class Price:
         ) / _MILLION
 
 
-def _number(model: str, key: str, value: object) -> float:
+def _number(model: str, key: str, value: object, setting: str = SETTING) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
         raise VictorOtelConfigError(
-            f"{SETTING}: {model}.{key} = {value!r} is not valid; accepted: a number >= 0 (US dollars per "
+            f"{setting}: {model}.{key} = {value!r} is not valid; accepted: a number >= 0 (US dollars per "
             "million tokens)"
         )
     return float(value)
@@ -71,8 +71,11 @@ class PriceTable:
         self._lock = threading.Lock()
 
     @classmethod
-    def parse(cls, source: object) -> PriceTable:
-        """A table from ``None`` (empty), a mapping, a YAML file's path, or ``"genai-prices"``."""
+    def parse(cls, source: object, setting: str = SETTING) -> PriceTable:
+        """A table from ``None`` (empty), a mapping, a YAML file's path, or ``"genai-prices"``.
+
+        ``setting``: how errors name the setting (``Settings.named``: with its environment variable, when
+        the value came from one)."""
         if source is None:
             return cls({})
         if isinstance(source, str) and source.strip().lower() == GENAI_PRICES:
@@ -80,34 +83,34 @@ class PriceTable:
                 import genai_prices  # noqa: F401 - an optional dependency: checked at init, not per call
             except ImportError:
                 raise VictorOtelConfigError(
-                    f"{SETTING}: {GENAI_PRICES!r} needs the genai-prices package: pip install 'victor-otel[llm]'"
+                    f"{setting}: {GENAI_PRICES!r} needs the genai-prices package: pip install 'victor-otel[llm]'"
                 ) from None
             return cls({}, use_genai_prices=True)
         if isinstance(source, (str, Path)):
-            source = _load_yaml(Path(source))
+            source = _load_yaml(Path(source), setting)
         if not isinstance(source, Mapping):
             raise VictorOtelConfigError(
-                f"{SETTING}: {type(source).__name__} is not valid; accepted: a mapping model -> {{input, output, "
+                f"{setting}: {type(source).__name__} is not valid; accepted: a mapping model -> {{input, output, "
                 f"cached_input}}, a YAML file holding one, or {GENAI_PRICES!r}"
             )
         prices: dict[str, Price] = {}
         for model, entry in source.items():
             if not isinstance(model, str) or not model or not isinstance(entry, Mapping):
                 raise VictorOtelConfigError(
-                    f"{SETTING}: entry {model!r} is not valid; accepted: a model name mapped to "
+                    f"{setting}: entry {model!r} is not valid; accepted: a model name mapped to "
                     "{input: ..., output: ..., cached_input: ...} (US dollars per million tokens)"
                 )
             unknown = set(entry) - {"input", "output", "cached_input"}
             if unknown or "input" not in entry or "output" not in entry:
                 raise VictorOtelConfigError(
-                    f"{SETTING}: {model}: keys {sorted(map(str, entry))} are not valid; accepted: input and output "
+                    f"{setting}: {model}: keys {sorted(map(str, entry))} are not valid; accepted: input and output "
                     "(required), cached_input (optional)"
                 )
-            price_in = _number(model, "input", entry["input"])
+            price_in = _number(model, "input", entry["input"], setting)
             prices[model] = Price(
                 price_in,
-                _number(model, "output", entry["output"]),
-                _number(model, "cached_input", entry.get("cached_input", price_in)),
+                _number(model, "output", entry["output"], setting),
+                _number(model, "cached_input", entry.get("cached_input", price_in), setting),
             )
         return cls(prices)
 
@@ -171,19 +174,19 @@ class PriceTable:
         )
 
 
-def _load_yaml(path: Path) -> Any:
+def _load_yaml(path: Path, setting: str = SETTING) -> Any:
     try:
         import yaml
     except ImportError:
         raise VictorOtelConfigError(
-            f"{SETTING}: reading {str(path)!r} needs PyYAML: pip install 'victor-otel[llm]'"
+            f"{setting}: reading {str(path)!r} needs PyYAML: pip install 'victor-otel[llm]'"
         ) from None
     try:
         return yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise VictorOtelConfigError(f"{SETTING}: cannot read {str(path)!r} ({exc.strerror})") from None
+        raise VictorOtelConfigError(f"{setting}: cannot read {str(path)!r} ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise VictorOtelConfigError(f"{SETTING}: {str(path)!r} is not valid YAML ({exc})") from None
+        raise VictorOtelConfigError(f"{setting}: {str(path)!r} is not valid YAML ({exc})") from None
 
 
 def _genai_prices_cost(

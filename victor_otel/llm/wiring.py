@@ -20,7 +20,8 @@ _WIRED = "_victor_otel_llm_wired"
 def setup(telemetry: Telemetry) -> None:
     """Read the LLM settings: prices, content capture, budget; merge the metrics; instrument the clients."""
     settings = telemetry.settings
-    prices = PriceTable.parse(settings.llm_prices)  # a bad table raises VictorOtelConfigError here
+    # A bad table raises VictorOtelConfigError here, naming the variable the value came from.
+    prices = PriceTable.parse(settings.llm_prices, setting=settings.named("llm_prices"))
     calls.configure(prices, settings.llm_capture_content)
     recorder = get_recorder()
     recorder.budget_usd_per_hour = settings.llm_budget_usd_per_hour

@@ -20,6 +20,10 @@ class _Policy:
 
 policy = _Policy()
 _execution_loggers: dict[str, logging.Logger] = {}
+#: The parent logger, where records of coordinators past the cardinality cap go. Looked up once:
+#: ``logging.getLogger`` takes the logging module's lock, which calls past the cap must not take each time
+#: (a logger, once made, lives as long as the process, so the reference never goes stale).
+_parent_logger = logging.getLogger(COORDINATOR_LOGGER)
 _OUTCOME_WORDS = {"success": "succeeded", "error": "failed", "cancelled": "was cancelled"}
 
 
@@ -34,7 +38,7 @@ def _execution_logger(site: Any) -> tuple[logging.Logger, bool]:
     if name in site.registry.coordinators:
         logger = _execution_loggers[name] = logging.getLogger(_PREFIX + name)
         return logger, False
-    return logging.getLogger(COORDINATOR_LOGGER), True
+    return _parent_logger, True
 
 
 def log_execution(site: Any, duration: float, exc: BaseException | None) -> None:
