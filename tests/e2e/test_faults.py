@@ -39,6 +39,7 @@ def environment(collector: FaultServer) -> dict[str, str]:
         "OTEL_LOGS_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
         "OTEL_BSP_SCHEDULE_DELAY": "60000",  # nothing leaves before shutdown: it all has to be flushed
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048",  # (a full batch would leave at once: 64 spans by default)
         "OTEL_BLRP_SCHEDULE_DELAY": "60000",
         "VICTOR_OTEL_DRAIN_SECONDS": str(DRAIN),
         "VICTOR_OTEL_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
