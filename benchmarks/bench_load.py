@@ -164,12 +164,12 @@ def run(quick: bool) -> list[Result]:
             f"+{(full_p99.ours - full_p99.anchor) * 1000:.1f} ms at p99, "
             f"+{(full_p50.ours - full_p50.anchor) * 1000:.1f} ms at p50")
     return [
-        ratio_result("L1 p99", "p99 of /chat under load + scrapes/probes, instrumented (spans over OTLP) vs bare",
+        ratio_result("load p99", "p99 of /chat under load + scrapes/probes, instrumented (spans over OTLP) vs bare",
                      full_p99, LIMIT_P99, note),
-        ratio_result("L1 p50", "p50 of the same", full_p50, LIMIT_P50, note),
-        ratio_result("L2 p99", "p99, instrumented without spans (OTEL_TRACES_EXPORTER=none) vs bare",
+        ratio_result("load p50", "p50 of the same", full_p50, LIMIT_P50, note),
+        ratio_result("load p99 no spans", "p99, instrumented without spans (OTEL_TRACES_EXPORTER=none) vs bare",
                      pairs("no_spans", 1), LIMIT_P99),
-        ratio_result("L3 cost", f"server time per request at saturation ({SATURATION} clients), instrumented vs bare",
+        ratio_result("load cost", f"server time per request at saturation ({SATURATION} clients), instrumented vs bare",
                      pairs("full", 2), LIMIT_COST, "1 / throughput: CPU the server spends per request"),
     ]
 
