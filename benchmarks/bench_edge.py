@@ -37,7 +37,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from benchmarks.harness import Comparison, Result, ratio_result
-from benchmarks.serving import get, served
+from benchmarks.serving import chat_clients, served
 
 CONCURRENCY = 8
 IO_SECONDS = 0.002
@@ -166,23 +166,7 @@ def _cpu(pid: int) -> float:
 
 async def _load(url: str, number: int) -> list[float]:
     """``number`` GETs of /chat from CONCURRENCY keep-alive connections; the latency of each (seconds)."""
-    host, port = url.removeprefix("http://").split(":")
-    latencies: list[float] = []
-
-    async def worker(first: int, count: int) -> None:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        for i in range(first, first + count):
-            start = time.perf_counter()
-            status = await get(reader, writer, f"/chat?message={i}")
-            latencies.append(time.perf_counter() - start)
-            if status != 200:
-                raise RuntimeError(f"/chat answered {status}")
-        writer.close()
-
-    share, rest = divmod(number, CONCURRENCY)
-    counts = [share + (1 if w < rest else 0) for w in range(CONCURRENCY)]
-    await asyncio.gather(*(worker(sum(counts[:w]), c) for w, c in enumerate(counts)))
-    return latencies
+    return await chat_clients(url, number, CONCURRENCY)
 
 
 def _batch(pid: int, url: str, number: int) -> tuple[float, float]:

@@ -28,7 +28,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from benchmarks.harness import Result, compare_rounds, ratio_result, rounds_for
-from benchmarks.serving import get, served
+from benchmarks.serving import chat_clients, get, served
 
 CONCURRENCY = 8  # moderate load: the bare app is far from saturated on 2 cores
 SATURATION = 50
@@ -85,7 +85,6 @@ async def _load(url: str, number: int) -> list[float]:
     """``number`` GETs of /chat from CONCURRENCY keep-alive connections, with scrapes and probes meanwhile;
     the latency of each (seconds)."""
     host, port = url.removeprefix("http://").split(":")
-    latencies: list[float] = []
     done = asyncio.Event()
 
     async def scrape_and_probe() -> None:
@@ -100,23 +99,12 @@ async def _load(url: str, number: int) -> list[float]:
                 await asyncio.wait_for(done.wait(), 0.5)
         writer.close()
 
-    async def worker(first: int, count: int) -> None:
-        reader, writer = await asyncio.open_connection(host, int(port))
-        for i in range(first, first + count):
-            start = time.perf_counter()
-            status = await get(reader, writer, f"/chat?message={i}")
-            latencies.append(time.perf_counter() - start)
-            if status != 200:
-                raise RuntimeError(f"/chat answered {status}")
-        writer.close()
-
     watcher = asyncio.create_task(scrape_and_probe())
-    share, rest = divmod(number, CONCURRENCY)
-    counts = [share + (1 if w < rest else 0) for w in range(CONCURRENCY)]
-    await asyncio.gather(*(worker(sum(counts[:w]), c) for w, c in enumerate(counts)))
-    done.set()
-    await watcher
-    return latencies
+    try:
+        return await chat_clients(url, number, CONCURRENCY)
+    finally:
+        done.set()
+        await watcher
 
 
 def _percentiles(latencies: list[float]) -> tuple[float, float]:

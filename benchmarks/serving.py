@@ -89,3 +89,25 @@ async def get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target
             length = int(line.split(b":", 1)[1])
     await reader.readexactly(length)
     return status
+
+
+async def chat_clients(url: str, number: int, concurrency: int) -> list[float]:
+    """``number`` GETs of ``/chat?message=<i>`` from ``concurrency`` keep-alive connections, shared out evenly;
+    the latency of each (seconds). Any answer but 200 fails the round."""
+    host, port = url.removeprefix("http://").split(":")
+    latencies: list[float] = []
+
+    async def client(first: int, count: int) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        for i in range(first, first + count):
+            start = time.perf_counter()
+            status = await get(reader, writer, f"/chat?message={i}")
+            latencies.append(time.perf_counter() - start)
+            if status != 200:
+                raise RuntimeError(f"/chat answered {status}")
+        writer.close()
+
+    share, rest = divmod(number, concurrency)
+    counts = [share + (1 if c < rest else 0) for c in range(concurrency)]
+    await asyncio.gather(*(client(sum(counts[:c]), n) for c, n in enumerate(counts)))
+    return latencies
