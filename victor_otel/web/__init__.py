@@ -16,11 +16,12 @@ from victor_otel.web.health import health_endpoint, setup_health_endpoints
 from victor_otel.web.metrics import metrics_endpoint
 from victor_otel.web.requestid import RequestIdMiddleware
 
-#: Paths that get no server span (probes and scrapes would drown the traces): regular expressions the
-#: OpenTelemetry instrumentation searches the URL for.
-EXCLUDED_URLS = "/metrics,/health,/health/ready,/health/live,/health/detailed,/debug"
-#: Paths (and everything under them) that get no HTTP server metrics.
+#: Paths (and everything under them) that get no HTTP server metrics and no server span: probes and
+#: scrapes would drown both.
 EXCLUDED_PATHS = ("/metrics", "/health", "/debug")
+#: The same for the OpenTelemetry instrumentation, which searches the URL for each (a regular expression):
+#: ``/health`` covers ``/health/ready`` and the others.
+EXCLUDED_URLS = ",".join(EXCLUDED_PATHS)
 #: The ASGI instrumentation's per-message ``http send`` / ``http receive`` spans: three spans a request
 #: that say little the server span does not, and cost most of its per-request overhead.
 EXCLUDED_SPANS: list[Any] = ["receive", "send"]
