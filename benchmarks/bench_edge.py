@@ -36,7 +36,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from benchmarks.harness import Comparison, Result, ratio_result
+from benchmarks.harness import Comparison, Result, compare_rounds, ratio_result
 from benchmarks.serving import chat_clients, served
 
 CONCURRENCY = 8
@@ -209,8 +209,8 @@ def measure(quick: bool) -> dict[str, list[tuple[float, float]]]:
 
 
 def _comparison(ours: list[float], anchor: list[float]) -> Comparison:
-    return Comparison(ours=statistics.median(ours), anchor=statistics.median(anchor),
-                      ratio=statistics.median(o / a for o, a in zip(ours, anchor, strict=True)), rounds=len(ours))
+    """Round by round pairs of figures, summarised as every case's are (medians, median of the ratios)."""
+    return compare_rounds(lambda i: (ours[i], anchor[i]), len(ours))
 
 
 def table(figures: dict[str, list[tuple[float, float]]]) -> str:
@@ -231,12 +231,10 @@ def run(quick: bool) -> list[Result]:
     print(table(figures), flush=True)
     cpu = {s: [c for c, _ in figures[s]] for s in SETUPS}
     p99 = {s: [p for _, p in figures[s]] for s in SETUPS}
-    ours_over = [o - b for o, b in zip(cpu["ours_nospans"], cpu["bare"], strict=True)]
-    pfi_over = [p - b for p, b in zip(cpu["pfi"], cpu["bare"], strict=True)]
-    h2 = Comparison(ours=statistics.median(ours_over), anchor=statistics.median(pfi_over),
-                    ratio=statistics.median(o / p if p > 0 else float("inf") for o, p in zip(ours_over, pfi_over,
-                                                                                               strict=True)),
-                    rounds=len(ours_over))
+    # what each adds to bare in the same round (floored: a negative difference is noise)
+    ours_over = [max(o - b, 1e-9) for o, b in zip(cpu["ours_nospans"], cpu["bare"], strict=True)]
+    pfi_over = [max(p - b, 1e-9) for p, b in zip(cpu["pfi"], cpu["bare"], strict=True)]
+    h2 = _comparison(ours_over, pfi_over)
     n = QUICK_REQUESTS if quick else REQUESTS
     note = f"server CPU per request, {n} requests a round, {CONCURRENCY} keep-alive clients"
     return [
