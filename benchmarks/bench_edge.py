@@ -9,12 +9,14 @@ answers 200:
   coordinator span written by hand (``victor.coordinator``, ``victor.method``, ``victor.outcome``), a
   ``PrometheusMetricReader``, a ``BatchSpanProcessor`` to the OTLP/HTTP exporter (SDK defaults);
 - ``ours``: ``victor_otel.init(traces_exporter="otlp")`` + ``instrument_app`` + ``@instrument``;
+- ``ours_inproc``: the same with ``VICTOR_OTEL_EXPORT_PROCESS=false`` (spans encoded and posted by the
+  server's own export thread, as before the export process);
 - ``ours_nospans``: the same with ``traces_exporter="none"`` (metrics, request IDs, health);
 - ``pfi``: ``prometheus-fastapi-instrumentator`` + a prometheus_client counter and histogram by hand
   around the coordinator call.
 
-The figure is the server process's CPU time per request (user + system of its pid, read before and after a
-batch of requests from 8 concurrent keep-alive clients): what the server spends, whoever else runs on the
+The figure is the server's CPU time per request (its threads' and its export process's, read before and
+after a batch of requests from 8 concurrent keep-alive clients): what the server spends, whoever else runs on the
 machine. Rounds visit the set-ups in rotating order; ratios are per round, against anchors measured in the
 same round. Targets (``python -m benchmarks`` reports them, nothing asserts them):
 
@@ -28,6 +30,7 @@ Run alone: ``python -m benchmarks --only edge`` (``--quick`` for a smoke run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -36,7 +39,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from benchmarks.harness import Comparison, Result, compare_rounds, ratio_result
+from benchmarks.harness import Comparison, Result, compare_rounds, info_result, ratio_result
 from benchmarks.serving import chat_clients, served
 
 CONCURRENCY = 8
@@ -48,11 +51,12 @@ QUICK_REQUESTS = 150
 LIMIT_H1 = 1.0
 LIMIT_H2 = 1.0
 LIMIT_H3 = 3.0
-SETUPS = ("bare", "otel", "ours", "ours_nospans", "pfi")
+SETUPS = ("bare", "otel", "ours", "ours_inproc", "ours_nospans", "pfi")
 DESCRIPTIONS = {
     "bare": "bare FastAPI",
     "otel": "OTel's FastAPIInstrumentor + the coordinator span by hand + PrometheusMetricReader",
     "ours": 'victor_otel init(traces_exporter="otlp") + instrument_app + @instrument',
+    "ours_inproc": "the same, spans encoded and sent in the server's process (export_process=false)",
     "ours_nospans": 'victor_otel, traces_exporter="none"',
     "pfi": "prometheus-fastapi-instrumentator + prometheus_client counter/histogram by hand",
 }
@@ -148,6 +152,31 @@ def pfi_app() -> Any:
     return app
 
 
+def _children(pid: int) -> list[int]:
+    """The processes ``pid`` started (victor_otel's export process), from /proc/*/stat."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _server_cpu(pid: int) -> float:
+    """CPU seconds of the server and of the processes it started: the export process's work is the
+    server's, wherever it runs."""
+    total = _cpu(pid)
+    for child in _children(pid):
+        with contextlib.suppress(Exception):  # it ended between the listing and the reading
+            total += _cpu(child)
+    return total
+
+
 def _cpu(pid: int) -> float:
     """CPU seconds the process's threads have run: the sum of /proc/<pid>/task/*/schedstat (nanoseconds;
     /proc/<pid>/stat counts 10 ms ticks, too coarse for a quick run), else psutil's user + system."""
@@ -171,9 +200,9 @@ async def _load(url: str, number: int) -> list[float]:
 
 def _batch(pid: int, url: str, number: int) -> tuple[float, float]:
     """Server CPU seconds per request and the p99 latency of one batch."""
-    before = _cpu(pid)
+    before = _server_cpu(pid)
     latencies = asyncio.run(_load(url, number))
-    cpu = (_cpu(pid) - before) / number
+    cpu = (_server_cpu(pid) - before) / number
     return cpu, statistics.quantiles(latencies, n=100, method="inclusive")[98]
 
 
@@ -190,16 +219,18 @@ def measure(quick: bool) -> dict[str, list[tuple[float, float]]]:
         envs = {
             "bare": {}, "otel": common, "pfi": {},
             "ours": {**common, "OTEL_TRACES_EXPORTER": "otlp"},
+            "ours_inproc": {**common, "OTEL_TRACES_EXPORTER": "otlp", "VICTOR_OTEL_EXPORT_PROCESS": "false"},
             "ours_nospans": {**common, "OTEL_TRACES_EXPORTER": "none"},
         }
-        factories = {"ours_nospans": "ours_app"}
+        factories = {"ours_nospans": "ours_app", "ours_inproc": "ours_app"}
         servers = {
             setup: stack.enter_context(served(f"benchmarks.bench_edge:{factories.get(setup, setup + '_app')}",
                                               envs[setup], ready_path="/chat"))
             for setup in SETUPS
         }
         for _, url in servers.values():  # warm up: imports, first spans, connections
-            asyncio.run(_load(url, max(number // 5, CONCURRENCY)))
+            asyncio.run(_load(url, max(number // 5, 100)))  # >= 64 spans: the export process starts
+        time.sleep(1.0)  # and is ready before the first round counts anyone's CPU
         for i in range(rounds):
             order = SETUPS[i % len(SETUPS):] + SETUPS[:i % len(SETUPS)]
             for setup in (order if i % 2 == 0 else tuple(reversed(order))):
@@ -245,6 +276,10 @@ def run(quick: bool) -> list[Result]:
         ratio_result("H3", f"p99 at {CONCURRENCY} concurrent clients, spans over OTLP, vs bare",
                      _comparison(p99["ours"], p99["bare"]), LIMIT_H3,
                      f"/chat awaits {IO_SECONDS * 1000:g} ms; wall clock"),
+        info_result("H3 in-process", "the same with export_process=false (spans encoded in the server's "
+                    "process)", _comparison(p99["ours_inproc"], p99["bare"])),
+        info_result("H1 in-process", "CPU per request with export_process=false, vs OTel's instrumentation",
+                    _comparison(cpu["ours_inproc"], cpu["otel"])),
     ]
 
 

@@ -133,6 +133,7 @@ def init(
     window_seconds: float | None = None,
     shutdown_timeout: float | None = None,
     export_timeout: float | None = None,
+    export_process: bool | None = None,
     max_queue_size: int | None = None,
     drain_seconds: float | None = None,
     multiproc_dir: str | None = None,

@@ -147,3 +147,19 @@ __all__ = [
     "replace_batch_queue",
     "replace_drop_metrics",
 ]
+
+
+# -- the export process -----------------------------------------------------------------------------
+
+
+def suppress_instrumentation() -> None:
+    """Mark the current context so that instrumentations record nothing (``_SUPPRESS_INSTRUMENTATION_KEY``,
+    what the SDK's batch processors attach around every export). The export process (``offload``) runs it
+    once: an application started under ``opentelemetry-instrument`` passes its auto-instrumentation on to
+    the child through ``PYTHONPATH``, and the child's HTTP posts must not become spans of their own. A
+    release without the key: nothing is suppressed (at worst a client span per batch, from the child)."""
+    from opentelemetry import context
+
+    key = getattr(context, "_SUPPRESS_INSTRUMENTATION_KEY", None)
+    if key is not None:
+        context.attach(context.set_value(key, True))

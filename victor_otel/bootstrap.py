@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import enum
+import importlib.util
 import logging
 import os
 import signal
@@ -54,6 +55,7 @@ from victor_otel.exporting import (
     count_drops,
 )
 from victor_otel.exporting import reinit_after_fork as reinit_exporting_after_fork
+from victor_otel.offload import ExportProcess
 from victor_otel.readers import (
     Producer,
     SerialRegistry,
@@ -261,8 +263,23 @@ def _span_exporters(settings: Settings) -> list[SpanExporter]:
             out = open(settings.traces_file, "a", buffering=1) if settings.traces_file else sys.stdout  # noqa: SIM115
             exporters.append(_LineSpanExporter(out))
         elif name == "otlp":
-            exporters.append(_otlp_exporter("traces", settings))
+            exporters.append(_otlp_span_exporter(settings))
     return exporters
+
+
+def _otlp_span_exporter(settings: Settings) -> SpanExporter:
+    """The OTLP span exporter: in a child process (``offload.ExportProcess``) unless ``export_process`` is off."""
+    if not settings.export_process:
+        return _otlp_exporter("traces", settings)  # type: ignore[no-any-return]
+    try:
+        installed = importlib.util.find_spec("opentelemetry.exporter.otlp.proto.http") is not None
+    except ImportError:
+        installed = False
+    if not installed:
+        _otlp("traces")  # the same clear error as in-process: the exporter is not installed
+    return ExportProcess(
+        f"{settings.otlp_endpoint}/v1/traces", settings.export_timeout, lambda: _otlp_exporter("traces", settings)
+    )
 
 
 def spans_destination(settings: Settings, extra: int = 0) -> str:
@@ -300,6 +317,8 @@ def _otlp_exporter(signal: str, settings: Settings) -> Any:
 
 def _rebuild(exporter: Any, signal: str, settings: Settings) -> Callable[[], Any] | None:
     """How a forked child gets its own network exporter (None: the exporter is safe to share)."""
+    if isinstance(exporter, ExportProcess):  # the child process is the parent's: the forked one starts its own
+        return lambda: _otlp_span_exporter(settings)
     if type(exporter).__module__.startswith("opentelemetry.exporter.otlp"):
         return lambda: _otlp_exporter(signal, settings)
     return None

@@ -382,6 +382,13 @@ class Settings:
             "OTEL_EXPORTER_OTLP_TIMEOUT in seconds, not milliseconds)."
         ),
     )
+    export_process: bool = setting(
+        True, env=("VICTOR_OTEL_EXPORT_PROCESS",), parse=_parse_bool,
+        doc=(
+            "Encode and send OTLP spans from a child process (python -m victor_otel.offload), keeping that work off "
+            "the application's GIL; false: from the application's process."
+        ),
+    )
     max_queue_size: int = setting(
         2048, env=("VICTOR_OTEL_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_QUEUE_SIZE"), parse=_number(int, 1, 1_000_000),
         doc=(

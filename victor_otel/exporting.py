@@ -245,7 +245,8 @@ class _Counting:
         for items in pending:
             self.stats.failed(items, ABANDONED)
         try:
-            self.inner.shutdown()
+            abort = getattr(self.inner, "abort", None)  # an exporter that can stop at once (offload.ExportProcess)
+            abort() if abort is not None else self.inner.shutdown()
         except Exception:
             _logger.debug("victor_otel: aborting an exporter failed", exc_info=True)
 
