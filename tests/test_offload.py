@@ -129,13 +129,13 @@ def test_batches_reach_the_collector_through_a_child_process_that_exits_at_shutd
 
 
 def test_the_collectors_refusal_is_the_batchs_outcome(collector: FaultServer) -> None:
-    collector.mode = "error"  # 500
-    exporter = _exporter(collector.url)
+    collector.mode = "error"  # 500 (retried until the timeout by older exporters)
+    exporter = _exporter(collector.url, timeout=1.0)
     try:
         assert exporter.export(_spans()) is SpanExportResult.FAILURE
         collector.mode = "ok"
         assert exporter.export(_spans()) is SpanExportResult.SUCCESS
-        assert collector.count("traces", 500) == 1
+        assert collector.count("traces", 500) >= 1 and collector.count("traces", 200) == 1
     finally:
         exporter.shutdown()
 
