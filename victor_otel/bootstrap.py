@@ -630,11 +630,12 @@ def shutdown(timeout: float | None = None) -> bool:
                     telemetry.multiprocess.close()  # the last snapshot: this worker's counts outlive it
                 if telemetry.metrics_server is not None:
                     telemetry.metrics_server.close()
+                # shutdown() alone, not force_flush() first: a batch processor's shutdown refuses new items,
+                # then exports what it holds; its force_flush exports until its queue is empty, which a
+                # process still busy making spans (SIGTERM arrives while it works) never lets happen.
                 if telemetry._owned_tracer_provider:
-                    telemetry.tracer_provider.force_flush(deadline_ms)
                     telemetry.tracer_provider.shutdown()
                 if telemetry.logger_provider is not None:
-                    telemetry.logger_provider.force_flush(deadline_ms)
                     telemetry.logger_provider.shutdown()
                 if telemetry._owned_meter_provider and telemetry.meter_provider is not None:
                     telemetry.meter_provider.shutdown(timeout_millis=deadline_ms)
