@@ -248,3 +248,14 @@ def test_init_exports_otlp_spans_through_the_child_unless_told_not_to(collector:
     telemetry = victor_otel.init(service_name="offload", traces_exporter="otlp", otlp_endpoint=collector.url,
                                  metrics_exporter="none", export_process=False)
     assert isinstance(telemetry._exporters[0].inner, OTLPSpanExporter)
+
+
+def test_the_child_imports_from_this_process_path_but_never_auto_instruments_itself(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    auto = "/venv/lib/python3.11/site-packages/opentelemetry/instrumentation/auto_instrumentation"
+    monkeypatch.setattr(offload.sys, "path", ["", str(tmp_path), auto, "/venv/lib/python3.11/site-packages"])
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer x")
+    env = offload.child_environment()
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path), "/venv/lib/python3.11/site-packages"]
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == "authorization=Bearer x"

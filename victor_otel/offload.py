@@ -225,17 +225,25 @@ def read_frame(stream: IO[bytes]) -> Any:
 # -- the application's side ----------------------------------------------------------------------------
 
 
+def child_environment() -> dict[str, str]:
+    """The application's environment, with ``PYTHONPATH`` set to its ``sys.path``: the child imports what this
+    process imports, from the same places (victor_otel may be on a path the application added at run time),
+    except ``opentelemetry-instrument``'s sitecustomize (the child must not instrument itself)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        path for path in sys.path if path and not path.rstrip("/").endswith("auto_instrumentation")
+    )
+    return env
+
+
 class _Child:
     """One running child: its process and the two ends of the pipes this process holds."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        # The child imports what this process imports, from the same places (victor_otel may be on a path
-        # the application added at run time).
-        env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "victor_otel.offload"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, close_fds=True, bufsize=0,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=child_environment(), close_fds=True,
+            bufsize=0,
             start_new_session=True,  # a Ctrl-C at the terminal must not kill it before the last batch
         )
         assert self.process.stdin is not None and self.process.stdout is not None
