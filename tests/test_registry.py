@@ -270,6 +270,8 @@ def test_calls_past_the_cap_take_no_registry_lock(capotel: CapturedTelemetry) ->
     collector.track_execution("Past", 1.0)  # the first call past a cap warns, once, under the lock
     for i in range(4):
         collector.track_execution("Admitted1", 1.0, success=False, error_type=f"Warm{i}")
+    for i in range(4):
+        victor_otel.record_event(f"event_{i}")  # three admitted, the fourth opens the overflow cell
     registry = get_registry()
     errors: list[BaseException] = []
 
@@ -279,6 +281,8 @@ def test_calls_past_the_cap_take_no_registry_lock(capotel: CapturedTelemetry) ->
                 collector.track_execution(f"Past{thread}_{i}", 1.0)
                 collector.track_execution("Admitted0", 1.0, method=f"new_{thread}_{i}")  # past the series cap
                 collector.track_execution("Admitted1", 1.0, success=False, error_type=f"E{thread}_{i}")
+                victor_otel.record_event(f"event_{thread}_{i}")  # past the events' cap
+                victor_otel.record_event("event_0")  # an admitted event
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -296,6 +300,9 @@ def test_calls_past_the_cap_take_no_registry_lock(capotel: CapturedTelemetry) ->
     assert capotel.metric(executions) == 3 + 1 + 4 + 4 * 600  # every call counted
     by_type = "victor_coordinator_errors_by_type_total"
     assert capotel.metric(by_type, error_type=OVERFLOW_VALUE) == 1 + 4 * 200
+    events = "victor_analytics_events_total"
+    assert capotel.metric(events, event=OVERFLOW_VALUE) == 1 + 4 * 200
+    assert capotel.metric(events, event="event_0") == 1 + 4 * 200
     assert len(registry.coordinators) == 3 and len(registry.series) == 3
     assert registry.coordinator("Admitted0").stats().calls == 1 + 4 * 200  # its own window saw its calls
     warned = [w.record.getMessage() for w in capotel.logs(level="WARNING", message="more than 3 label sets")]

@@ -195,6 +195,7 @@ class Registry:
             self.coordinators: dict[str, CoordinatorState] = {}
             self.series: dict[tuple[str, str], MethodSeries] = {}
             self.events: dict[str, list[int]] = {}
+            self._events_lock = threading.Lock()  # the counts' additions (collection reads under _lock)
             self.events_start_ns = time.time_ns()
             self._error_label_sets = 0
             self._warned: set[str | MetricSpec] = set()
@@ -293,19 +294,29 @@ class Registry:
             return error_type
 
     def record_event(self, name: str, count: int) -> None:
+        """Count ``count`` events named ``name``: under the events' own lock, never the registry's once the
+        name has its cell (or, past the cap, once the overflow cell exists)."""
         cell = self.events.get(name)
         if cell is None:
-            with self._lock:
-                cell = self.events.get(name)
-                if cell is None:
-                    if len(self.events) >= self.limit:
-                        self._warn_once(contract.ANALYTICS_EVENTS)
-                        name = OVERFLOW_VALUE
-                        cell = self.events.setdefault(name, [0])
-                    else:
-                        cell = self.events[name] = [0]
-        with self._lock:
+            cell = self._event_cell(name)
+        with self._events_lock:
             cell[0] += count
+
+    def _event_cell(self, name: str) -> list[int]:
+        if len(self.events) >= self.limit:  # full until a reset: no registry lock past the cap
+            self._past_cap(contract.ANALYTICS_EVENTS)
+            overflow = self.events.get(OVERFLOW_VALUE)
+            if overflow is not None:
+                return overflow
+        with self._lock:
+            cell = self.events.get(name)
+            if cell is None:
+                if len(self.events) >= self.limit:
+                    self._warn_once(contract.ANALYTICS_EVENTS)
+                    cell = self.events.setdefault(OVERFLOW_VALUE, [0])
+                else:
+                    cell = self.events[name] = [0]
+            return cell
 
     def all_coordinators(self) -> list[CoordinatorState]:
         states = list(self.coordinators.values())
