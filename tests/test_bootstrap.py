@@ -197,8 +197,11 @@ def test_otlp_without_the_extra_is_a_clear_error(monkeypatch: Any) -> None:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_otlp)
-    with pytest.raises(victor_otel.VictorOtelConfigError, match=r"victor-otel\[otlp\]"):
-        victor_otel.init(traces_exporter="otlp")
+    for name in [name for name in sys.modules if name.startswith("opentelemetry.exporter.otlp")]:
+        monkeypatch.delitem(sys.modules, name)  # as if never installed: nothing imported it either
+    for export_process in (True, False):  # the export process checks before it starts: the same error
+        with pytest.raises(victor_otel.VictorOtelConfigError, match=r"victor-otel\[otlp\]"):
+            victor_otel.init(traces_exporter="otlp", export_process=export_process)
 
 
 def test_one_scope_block_carries_the_process_gauges_and_the_coordinator_families_over_otlp() -> None:
