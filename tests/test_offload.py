@@ -140,6 +140,21 @@ def test_the_collectors_refusal_is_the_batchs_outcome(collector: FaultServer) ->
         exporter.shutdown()
 
 
+def test_the_exporters_messages_are_logged_in_the_applications_process(
+    collector: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    collector.mode = "throttle"  # 429: the exporter logs each retry
+    exporter = _exporter(collector.url, timeout=1.5)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert exporter.export(_spans()) is SpanExportResult.FAILURE
+        retries = [r for r in caplog.records if r.name.startswith("opentelemetry.exporter.otlp.proto.http")]
+        assert retries and all(r.levelno >= logging.WARNING for r in retries)
+        assert any("Too Many Requests" in r.getMessage() or "429" in r.getMessage() for r in retries)
+    finally:
+        exporter.shutdown()
+
+
 def test_a_child_killed_between_batches_is_replaced_and_no_batch_is_lost(
     collector: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:

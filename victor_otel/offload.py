@@ -335,6 +335,8 @@ class ExportProcess(SpanExporter):
             self._lost(child, "the export process did not answer" if child.process.poll() is None
                        else f"the export process exited ({child.process.returncode})")
             return SpanExportResult.FAILURE
+        for level, name, message in answer[2]:  # the exporter's own messages, through this process's logging
+            logging.getLogger(name).log(level, "%s", message)
         return SpanExportResult.SUCCESS if answer[1] else SpanExportResult.FAILURE
 
     def _running_child(self) -> _Child | None:
@@ -454,8 +456,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not reach the answers
-    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
-                        format="victor_otel export process: %(levelname)s %(name)s: %(message)s")
+    forwarded = _Forwarded()
+    root = logging.getLogger()
+    root.addHandler(forwarded)
+    root.setLevel(logging.WARNING)
     requests = sys.stdin.buffer
     hello = read_frame(requests)
     if hello is None or hello[0] != "hello":
@@ -482,9 +486,35 @@ def main() -> int:
         except Exception:
             logging.getLogger("victor_otel").exception("a batch could not be exported")
             ok = False
-        answers.write(_frame(("done", ok)))
+        answers.write(_frame(("done", ok, forwarded.take())))
     exporter.shutdown()  # type: ignore[no-untyped-call]
+    for level, name, message in forwarded.take():  # nothing left to answer: standard error
+        print(f"victor_otel export process: {logging.getLevelName(level)} {name}: {message}", file=sys.stderr)
     return 0
+
+
+class _Forwarded(logging.Handler):
+    """The child's log records (the exporter's retries and refusals, at WARNING and above), kept until the
+    next answer carries them to the application's process, which logs them under the same logger names
+    through its own logging configuration, as if the exporter had run there."""
+
+    LIMIT = 100  # per batch: the exporter writes a handful
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[int, str, str]] = []
+        self._formatter = logging.Formatter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.records) < self.LIMIT:
+            message = record.getMessage()
+            if record.exc_info:
+                message += "\n" + self._formatter.formatException(record.exc_info)
+            self.records.append((record.levelno, record.name, message))
+
+    def take(self) -> list[tuple[int, str, str]]:
+        records, self.records = self.records, []
+        return records
 
 
 def _cached(cache: dict[bytes, Any], record: Record, build: Callable[[Record], Any]) -> Any:
