@@ -212,6 +212,27 @@ def test_abort_stops_a_batch_stuck_on_a_hanging_collector_at_once(collector: Fau
     assert pid is not None and not _alive(pid)
 
 
+def test_a_child_that_stops_reading_is_given_up_within_the_deadline(
+    collector: FaultServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A child that says it is ready, then never reads again (hung): a batch larger than the pipe's buffer
+    # cannot be written; the export fails by the deadline, the child is killed, the next one is started.
+    ready = tmp_path / "ready.frame"
+    ready.write_bytes(offload._frame(("ready",)))
+    hung = tmp_path / "python-hung"
+    hung.write_text(f"#!/bin/sh\ncat '{ready}'\nexec sleep 600\n")
+    hung.chmod(hung.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(offload.sys, "executable", str(hung))
+    monkeypatch.setattr(offload, "ANSWER_MARGIN", 0.5)
+    exporter = _exporter(collector.url, timeout=0.5)
+    batch = _spans() * 300  # about 300 KB, over a pipe's 64 KB
+    began = time.monotonic()
+    assert exporter.export(batch) is SpanExportResult.FAILURE
+    assert time.monotonic() - began < 5
+    assert exporter.pid is None and len(exporter._deaths) == 1
+    exporter.abort()
+
+
 def test_without_a_python_to_start_the_batches_leave_from_this_process(
     collector: FaultServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

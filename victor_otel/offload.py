@@ -196,10 +196,19 @@ def _frame(value: Any) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, deadline: float) -> None:
+    """Write ``data`` to the non-blocking ``fd`` by ``deadline`` (``time.monotonic()``); ``TimeoutError``
+    (an ``OSError``) when the reader stopped reading: a hung child must not hold the export thread for ever."""
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the export process stopped reading") from None
+            select.select([], [fd], [], remaining)
+            continue
         view = view[written:]
 
 
@@ -248,12 +257,13 @@ class _Child:
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         self.to_child = self.process.stdin.fileno()
+        os.set_blocking(self.to_child, False)  # writes wait in select(), with a deadline
         self.from_child = self.process.stdout
 
     def hello(self, endpoint: str, timeout: float) -> bool:
         """Tell it what to build; ``True`` once it says it is ready (``False``: it did not start)."""
         try:
-            _write_all(self.to_child, _frame(("hello", endpoint, timeout)))
+            _write_all(self.to_child, _frame(("hello", endpoint, timeout)), time.monotonic() + START_TIMEOUT)
             answer = self.answer(START_TIMEOUT)
         except (OSError, ValueError):  # it exited before reading
             return False
@@ -327,7 +337,7 @@ class ExportProcess(SpanExporter):
 
     def _send(self, child: _Child, frame: bytes) -> SpanExportResult:
         try:
-            _write_all(child.to_child, frame)
+            _write_all(child.to_child, frame, time.monotonic() + self.timeout + ANSWER_MARGIN)
             answer = child.answer(self.timeout + ANSWER_MARGIN)
         except (OSError, ValueError):  # the pipe broke: the child died
             answer = None
@@ -410,7 +420,7 @@ class ExportProcess(SpanExporter):
         child = self._child
         if child is not None:
             try:
-                _write_all(child.to_child, _frame(("exit",)))
+                _write_all(child.to_child, _frame(("exit",)), time.monotonic() + self.timeout + ANSWER_MARGIN)
                 child.process.wait(timeout=self.timeout + ANSWER_MARGIN)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
