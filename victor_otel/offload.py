@@ -360,6 +360,8 @@ class ExportProcess(SpanExporter):
             child.close()
             self._child = None
             self._died()
+        if os.name != "posix":  # select() on pipes, non-blocking pipes, sessions
+            return self._give_up("it needs a POSIX system")
         if not _usable_executable():
             return self._give_up(f"there is no Python executable to start it with ({sys.executable!r})")
         while len(self._deaths) < _MAX_DEATHS:
