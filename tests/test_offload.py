@@ -233,6 +233,25 @@ def test_a_child_that_stops_reading_is_given_up_within_the_deadline(
     exporter.abort()
 
 
+def test_a_batch_marshal_cannot_carry_goes_in_process_and_the_next_goes_through_the_child(
+    collector: FaultServer,
+) -> None:
+    class Opaque:  # no SDK attribute rule lets this through; a hand-made ReadableSpan can carry anything
+        def __str__(self) -> str:
+            return "opaque"
+
+    odd = ReadableSpan(name="odd", context=SpanContext(1, 2, False), attributes={"odd": Opaque()},  # type: ignore[dict-item]
+                       start_time=1, end_time=2)
+    exporter = _exporter(collector.url)
+    try:
+        exporter.export([odd])  # its outcome is the in-process exporter's
+        assert exporter.pid is None and not exporter.in_process
+        assert exporter.export(_spans()) is SpanExportResult.SUCCESS
+        assert exporter.pid is not None and not exporter.in_process
+    finally:
+        exporter.shutdown()
+
+
 def test_without_a_python_to_start_the_batches_leave_from_this_process(
     collector: FaultServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

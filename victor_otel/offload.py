@@ -12,9 +12,10 @@ wire are the ones the exporter would have sent from the application's process.
 :class:`ExportProcess` is a ``SpanExporter``: one batch at a time, answered ``SUCCESS`` or ``FAILURE``
 when the collector (through the child) answered, so queueing, drops and ``victor_otel_exported_total``
 mean what they mean with the exporter in-process. The child is started at the first export (``init()``
-waits for nothing), again after a fork in each forked process, and again after it died (its batch
-counts as failed). When it cannot start (no usable Python executable, or three deaths in a minute),
-the batches are exported in-process, as before, after one warning.
+waits for nothing), again after a fork in each forked process, and again after it died (a batch it
+held counts as failed). When it cannot start (not a POSIX system, no usable Python executable, or three deaths in a
+minute), the batches are exported in-process, as before, after one warning; so is a batch holding a value
+``marshal`` cannot carry (none the SDK's attribute rules let through).
 
 ``VICTOR_OTEL_EXPORT_PROCESS=false`` keeps the export in-process.
 
@@ -303,7 +304,8 @@ class ExportProcess(SpanExporter):
         self.endpoint = endpoint
         self.timeout = timeout
         self._in_process = in_process
-        self._inner: SpanExporter | None = None
+        self._inner: SpanExporter | None = None  # the in-process exporter, built when first needed
+        self._given_up = False  # no child is started any more: every batch goes in-process
         self._child: _Child | None = None
         self._lock = threading.Lock()
         self._deaths: list[float] = []
@@ -319,13 +321,13 @@ class ExportProcess(SpanExporter):
     @property
     def in_process(self) -> bool:
         """``True`` once batches are exported in this process (no child could run)."""
-        return self._inner is not None
+        return self._given_up
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shut_down:
             return SpanExportResult.FAILURE
         with self._lock:
-            if self._inner is None:
+            if not self._given_up:
                 try:
                     frame = _frame(batch_record(spans))
                 except ValueError:  # a value marshal cannot carry (the SDK let it through): send it from here
@@ -378,8 +380,9 @@ class ExportProcess(SpanExporter):
                              "error)")
 
     def _lost(self, child: _Child, why: str) -> None:
-        _logger.warning("victor_otel: %s; its batch is lost and counted as failed, a new one starts with "
-                        "the next batch", why)
+        if not self._shut_down:  # (after abort(), the kill was ours)
+            _logger.warning("victor_otel: %s; its batch is lost and counted as failed, a new one starts with "
+                            "the next batch", why)
         child.kill()
         self._child = None
         self._died()
@@ -392,7 +395,7 @@ class ExportProcess(SpanExporter):
         """Export from this process from now on (one warning); ``None``, the child there is not."""
         _logger.warning("victor_otel: spans are exported from the application's process: the export process "
                         "is not used because %s", why)
-        self._exporter()
+        self._given_up = True
         return None
 
     def _exporter(self) -> SpanExporter:
