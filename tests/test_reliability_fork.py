@@ -60,6 +60,7 @@ def test_a_forked_child_counts_from_zero_with_its_own_identity_and_connection(co
             "same_exporter": telemetry._exporters[0].inner is parent_exporter,
             "before": before, "after": executions(), "exported": telemetry.export_stats()["traces"],
             "pid_gauge": process.sampler().pid,
+            "export_process": telemetry._exporters[0].inner.pid,
         }
 
     result = in_child(child)
@@ -69,6 +70,8 @@ def test_a_forked_child_counts_from_zero_with_its_own_identity_and_connection(co
     assert result["before"] is None and result["after"] == 2  # the parent's 3 calls are the parent's
     assert result["exported"]["success"] == 2 and result["exported"]["failure"] == 0
     assert result["pid_gauge"] != os.getpid()  # memory and CPU gauges follow the child
+    # Each process has its own export process: the child never wrote to its parent's.
+    assert parent_exporter.pid is not None and result["export_process"] not in (None, parent_exporter.pid)
     wait_for(lambda: len(collector.span_names) == 5, what="3 + 2 spans at the collector")
     assert sorted(collector.span_instances) == sorted([parent_id] * 3 + [result["instance"]] * 2)
     # The parent is untouched.
