@@ -168,7 +168,7 @@ def test_a_child_killed_between_batches_is_replaced_and_no_batch_is_lost(
                  what="the child gone")
         with caplog.at_level(logging.WARNING, logger="victor_otel"):
             assert exporter.export(_spans()) is SpanExportResult.SUCCESS
-        assert exporter.pid not in (None, first)
+        assert exporter.pid not in (None, first) and exporter.starts == 2
         assert "the export process exited" in caplog.text
         assert len(collector.span_names) == 4
     finally:
@@ -295,7 +295,9 @@ def test_init_exports_otlp_spans_through_the_child_unless_told_not_to(collector:
         work()
     telemetry.tracer_provider.force_flush()
     assert collector.span_names == ["OffloadCoordinator.work"] * 3
-    assert telemetry.export_stats()["traces"]["success"] == 3
+    stats = telemetry.export_stats()["traces"]
+    assert stats["success"] == 3
+    assert stats["export_process"] == {"pid": exporter.pid, "starts": 1, "in_process": False}
     pid = exporter.pid
     victor_otel.shutdown()
     assert pid is not None and not _alive(pid)

@@ -167,7 +167,9 @@ class Telemetry:
         """Per signal (traces, logs, metrics) with an exporter: items exported (``success``), lost by the
         exporter (``failure``) and dropped before it (``dropped``), the queue's length and capacity,
         ``consecutive_failures``, ``last_error`` (an error class name), ``last_success`` /
-        ``last_failure`` (Unix times). The same counts as ``victor_otel_exported_total``.
+        ``last_failure`` (Unix times). The same counts as ``victor_otel_exported_total``. With OTLP spans
+        sent by the export process, ``traces`` also holds ``export_process``: its ``pid``, how many
+        ``starts`` and whether batches now go ``in_process``.
 
         >>> import victor_otel
         >>> t = victor_otel.init(service_name="doc", traces_exporter="none")
@@ -176,7 +178,11 @@ class Telemetry:
         >>> victor_otel.shutdown()
         True
         """
-        return self.exports.snapshot()
+        stats = self.exports.snapshot()
+        for exporter in self._exporters:
+            if isinstance(exporter.inner, ExportProcess) and exporter.stats.signal in stats:
+                stats[exporter.stats.signal]["export_process"] = exporter.inner.state()
+        return stats
 
     def add_producer(self, producer: Producer, *, push_only: bool = False) -> None:
         """Merge ``producer()``'s metrics into every later collection (used by health). ``push_only``: only

@@ -309,6 +309,7 @@ class ExportProcess(SpanExporter):
         self._child: _Child | None = None
         self._lock = threading.Lock()
         self._deaths: list[float] = []
+        self.starts = 0  # children started (a restart after a death or a fork counts)
         self._shut_down = False
         _LIVE.add(self)
 
@@ -322,6 +323,11 @@ class ExportProcess(SpanExporter):
     def in_process(self) -> bool:
         """``True`` once batches are exported in this process (no child could run)."""
         return self._given_up
+
+    def state(self) -> dict[str, Any]:
+        """``{"pid", "starts", "in_process"}``: what ``Telemetry.export_stats()`` shows of it (``pid`` is
+        ``None`` before the first batch and while none runs)."""
+        return {"pid": self.pid, "starts": self.starts, "in_process": self.in_process}
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shut_down:
@@ -373,6 +379,7 @@ class ExportProcess(SpanExporter):
                 return self._give_up(f"it could not be started ({type(exc).__name__}: {exc})")
             if child.hello(self.endpoint, self.timeout):
                 self._child = child
+                self.starts += 1
                 return child
             child.kill()
             self._died()
