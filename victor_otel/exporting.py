@@ -26,7 +26,6 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -39,11 +38,11 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Status
 
 from victor_otel import _sdk
 from victor_otel import instruments as contract
+from victor_otel.offload import bounded_attributes, bounded_list
 from victor_otel.redaction import REDACTED, Redactor, get_redactor, names_a_secret
 
 _logger = logging.getLogger("victor_otel")
@@ -279,16 +278,7 @@ def _redacted_attributes(attributes: Any, dropped: int, redactor: Redactor) -> A
             changed[key] = new
     if changed is None:
         return attributes
-    bounded = BoundedAttributes(maxlen=None, attributes=changed, immutable=True)
-    bounded.dropped = dropped
-    return bounded
-
-
-def _bounded(items: list[Any], dropped: int) -> BoundedList[Any]:
-    bounded: BoundedList[Any] = BoundedList(None)
-    bounded.extend(items)
-    bounded.dropped = dropped
-    return bounded
+    return bounded_attributes(changed, dropped)
 
 
 def redacted_span(span: ReadableSpan, redactor: Redactor | None = None) -> ReadableSpan:
@@ -330,17 +320,12 @@ def redacted_span(span: ReadableSpan, redactor: Redactor | None = None) -> Reada
         return span
     return ReadableSpan(
         name=name, context=span.context, parent=span.parent, resource=span.resource,
-        attributes=clean_attributes if clean_attributes is not attributes else _bounded_copy(span),
-        events=_bounded(events, span.dropped_events), links=_bounded(links, span.dropped_links), kind=span.kind,
-        status=status, start_time=span.start_time, end_time=span.end_time,
+        attributes=clean_attributes if clean_attributes is not attributes
+        else bounded_attributes(dict(span.attributes or {}), span.dropped_attributes),
+        events=bounded_list(events, span.dropped_events), links=bounded_list(links, span.dropped_links),
+        kind=span.kind, status=status, start_time=span.start_time, end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
-
-
-def _bounded_copy(span: ReadableSpan) -> BoundedAttributes:
-    bounded = BoundedAttributes(maxlen=None, attributes=dict(span.attributes or {}), immutable=True)
-    bounded.dropped = span.dropped_attributes
-    return bounded
 
 
 class CountingSpanExporter(_Counting, SpanExporter):

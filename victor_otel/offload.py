@@ -37,11 +37,13 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 
 from victor_otel import forking
 
@@ -131,18 +133,18 @@ def _span_context(record: Record | None) -> Any:
     return SpanContext(trace_id, span_id, is_remote, TraceFlags(flags), TraceState(list(state)) if state else None)
 
 
-def _bounded_attributes(attributes: dict[str, Any] | None, dropped: int) -> Any:
-    from opentelemetry.attributes import BoundedAttributes
-
+def bounded_attributes(attributes: Mapping[str, Any] | None, dropped: int) -> BoundedAttributes:
+    """``attributes`` in the SDK's container, with the count the limits dropped: what a ``ReadableSpan``,
+    an ``Event`` or a ``Link`` reads its ``dropped_attributes`` from (a plain dict reads as 0)."""
     bounded = BoundedAttributes(maxlen=None, attributes=attributes, immutable=True)
     bounded.dropped = dropped
     return bounded
 
 
-def _bounded_list(items: list[Any], dropped: int) -> Any:
-    from opentelemetry.sdk.util import BoundedList
-
-    bounded: Any = BoundedList(None)
+def bounded_list(items: Sequence[Any], dropped: int) -> BoundedList[Any]:
+    """``items`` (events, links) in the SDK's container, with the count the limits dropped (what
+    ``ReadableSpan.dropped_events`` / ``dropped_links`` read)."""
+    bounded: BoundedList[Any] = BoundedList(None)
     bounded.extend(items)
     bounded.dropped = dropped
     return bounded
@@ -166,13 +168,13 @@ def span_from_record(record: Record, resources: Sequence[Any], scopes: Sequence[
         scope = _scope(scope)
     return ReadableSpan(
         name=name, context=_span_context(context), parent=_span_context(parent), resource=resource,
-        attributes=_bounded_attributes(attributes, dropped),
-        events=_bounded_list([
-            Event(event_name, _bounded_attributes(event_attributes, event_dropped), timestamp)
+        attributes=bounded_attributes(attributes, dropped),
+        events=bounded_list([
+            Event(event_name, bounded_attributes(event_attributes, event_dropped), timestamp)
             for event_name, timestamp, event_attributes, event_dropped in events or ()
         ], dropped_events),
-        links=_bounded_list([
-            Link(_span_context(link_context), _bounded_attributes(link_attributes, link_dropped))
+        links=bounded_list([
+            Link(_span_context(link_context), bounded_attributes(link_attributes, link_dropped))
             for link_context, link_attributes, link_dropped in links or ()
         ], dropped_links),
         kind=SpanKind(kind), status=Status(StatusCode(code), description), start_time=start, end_time=end,
