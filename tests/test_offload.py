@@ -8,6 +8,7 @@ import marshal
 import os
 import signal
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,8 +180,6 @@ def test_a_child_killed_during_a_batch_fails_that_batch_only(collector: FaultSer
     collector.mode = "hang"
     exporter = _exporter(collector.url, timeout=30.0)
     try:
-        import threading
-
         outcome: list[SpanExportResult] = []
         thread = threading.Thread(target=lambda: outcome.append(exporter.export(_spans())))
         thread.start()
@@ -198,8 +197,6 @@ def test_a_child_killed_during_a_batch_fails_that_batch_only(collector: FaultSer
 def test_abort_stops_a_batch_stuck_on_a_hanging_collector_at_once(collector: FaultServer) -> None:
     collector.mode = "hang"
     exporter = _exporter(collector.url, timeout=30.0)
-    import threading
-
     outcome: list[SpanExportResult] = []
     thread = threading.Thread(target=lambda: outcome.append(exporter.export(_spans())))
     thread.start()
